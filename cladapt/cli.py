@@ -1,0 +1,239 @@
+"""The ``cladapt`` command line (click + rich)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from cladapt import __version__
+from cladapt.config import field_help, parse_assignments
+from cladapt.errors import CladaptError
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+DEBUG_ENV = "CLADAPT_DEBUG"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+class CladaptGroup(click.Group):
+    """Turns CladaptError (and, unless CLADAPT_DEBUG=1, any error) into one line + exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CladaptError as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail(
+                "interrupted; rows of completed evaluations are kept in the results file", code=130
+            )
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            _fail(f"{type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)", code=1)
+
+
+@click.group(cls=CladaptGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cladapt")
+def main() -> None:
+    """Benchmark continual-learning, domain-adaptation and test-time-adaptation strategies."""
+
+
+def _catalog(plugins: tuple[str, ...]):
+    from cladapt.manager import load_catalog
+
+    return load_catalog(plugins)
+
+
+@main.command()
+@click.option("--stream", "-s", required=True, help="stream name (see `cladapt list streams`)")
+@click.option(
+    "--strategy", "-a", required=True, help="strategy name (see `cladapt list strategies`)"
+)
+@click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="hyper-parameter override; repeatable"
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="seeds python/numpy/torch and data order"
+)
+@click.option(
+    "--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps"
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("leaderboard/results.csv"),
+    show_default=True,
+    help="results CSV to append to",
+)
+@click.option("--setting", default=None, help="protocol setting, e.g. episodic, task-incremental")
+@click.option(
+    "--model", default=None, help="model name: registered (`cladapt list models`) or any timm name"
+)
+@click.option("--pretrained", is_flag=True, help="load the model's pretrained weights (timm)")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="weights to start from / source model",
+)
+@click.option(
+    "--data-root", type=click.Path(file_okay=False), default=None, help="root of on-disk datasets"
+)
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE",
+    help="extra plugin module to load; repeatable",
+)
+@click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+def run(
+    stream,
+    strategy,
+    sets,
+    seed,
+    device,
+    out,
+    setting,
+    model,
+    pretrained,
+    checkpoint,
+    data_root,
+    plugins,
+    quiet,
+):
+    """Run one strategy on one stream and append the results to the CSV."""
+    from cladapt.progress import NullProgress, RichProgress
+    from cladapt.runner import RunSpec, execute
+
+    spec = RunSpec(
+        stream=stream,
+        strategy=strategy,
+        sets=parse_assignments(sets),
+        seed=seed,
+        device=device,
+        out=out,
+        setting=setting,
+        model=model,
+        pretrained=pretrained,
+        checkpoint=checkpoint,
+        data_root=data_root,
+        plugins=tuple(plugins),
+    )
+    catalog = _catalog(spec.plugins)
+    progress = NullProgress() if quiet else RichProgress(console=err_console)
+    if isinstance(progress, RichProgress):
+        with progress:
+            outcome = execute(spec, catalog, progress)
+    else:
+        outcome = execute(spec, catalog, progress)
+    _print_outcome(outcome, out)
+
+
+def _print_outcome(outcome, out: Path) -> None:
+    run = outcome.run
+    tables = outcome.result.tables
+    if "accuracy_matrix" in tables:
+        R, names = tables["accuracy_matrix"], tables["names"]
+        t = Table(
+            title="accuracy (%) after training on row, evaluated on column", title_justify="left"
+        )
+        t.add_column("trained up to")
+        for n in names:
+            t.add_column(n, justify="right")
+        for i, row in enumerate(R):
+            t.add_row(
+                "initial" if i == 0 else names[i - 1],
+                *(f"{v:.1f}" if not np.isnan(v) else "" for v in row),
+            )
+        console.print(t)
+    if "errors" in tables:
+        t = Table(title="error (%) per domain", title_justify="left")
+        for n in tables["errors"]:
+            t.add_column(n, justify="right")
+        t.add_row(*(f"{v:.1f}" for v in tables["errors"].values()))
+        console.print(t)
+    where = f"{run.protocol}, {run.setting}, seed {run.seed}"
+    title = f"{run.strategy.name} on {run.stream.name} ({where})"
+    t = Table(title=title, title_justify="left")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in outcome.summary.items():
+        t.add_row(k, f"{v:,.0f}" if k == "trainable_params" else f"{v:.2f}")
+    console.print(t)
+    console.print(f"run {run.run_id}: rows appended to {out}", highlight=False)
+
+
+@main.command(name="list")
+@click.argument(
+    "what", type=click.Choice(["strategies", "streams", "models"]), default="strategies"
+)
+@click.option(
+    "--plugin", "plugins", multiple=True, metavar="MODULE", help="extra plugin module to load"
+)
+def list_(what: str, plugins: tuple[str, ...]) -> None:
+    """List registered strategies, streams or models."""
+    catalog = _catalog(plugins)
+    registry = getattr(catalog, what)
+    t = Table()
+    t.add_column("name", style="bold")
+    if what != "models":
+        t.add_column("protocol")
+    if what == "streams":
+        t.add_column("offline")
+    t.add_column("description")
+    t.add_column("plugin", style="dim")
+    for e in registry:
+        cells = [e.name]
+        if what != "models":
+            cells.append(", ".join(e.protocols))
+        if what == "streams":
+            cells.append("yes" if e.extra.get("embedded") else "needs --data-root")
+        cells += [e.description, e.origin]
+        t.add_row(*cells)
+    console.print(t)
+
+
+@main.command()
+@click.argument("strategy")
+@click.option(
+    "--plugin", "plugins", multiple=True, metavar="MODULE", help="extra plugin module to load"
+)
+def describe(strategy: str, plugins: tuple[str, ...]) -> None:
+    """Show a strategy's hyper-parameters (what --set accepts) and its protocols' parameters."""
+    from cladapt.protocols import PROTOCOLS
+
+    catalog = _catalog(plugins)
+    entry = catalog.strategies.get(strategy)
+    console.print(
+        f"[bold]{entry.name}[/]: {(entry.factory.__doc__ or '').strip()}\n", highlight=False
+    )
+    groups = [(f"strategy {entry.name}", entry.factory.Config)]
+    groups += [(f"protocol {p}", PROTOCOLS[p].Config) for p in entry.protocols]
+    for title, cls in groups:
+        t = Table(title=title, title_justify="left")
+        for col in ("parameter", "type", "default", "help"):
+            t.add_column(col)
+        for name, typ, default, help_ in field_help(cls):
+            t.add_row(name, typ, repr(default), help_)
+        console.print(t)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Dataset readers, embedded data and batching."""

@@ -1,0 +1,37 @@
+"""Built-in default behaviour, registered in every run with ``trylast`` so that any strategy
+implementing the same hook is called first (firstresult hooks stop at the first non-None)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from cladapt.batch import Batch, StepOutput, mask_logits
+from cladapt.context import Run
+from cladapt.hookspecs import hookimpl
+
+
+class DefaultBehaviour:
+    """Cross-entropy training, eval-mode prediction, predict-only adaptation, snapshot reset."""
+
+    @hookimpl(trylast=True)
+    def cladapt_train_step(self, run: Run, batch: Batch) -> StepOutput:
+        logits = mask_logits(run.model(batch.x), batch.class_mask)
+        return StepOutput(loss=F.cross_entropy(logits.float(), batch.y), logits=logits)
+
+    @hookimpl(trylast=True)
+    def cladapt_predict(self, run: Run, batch: Batch) -> torch.Tensor:
+        was_training = run.model.training
+        run.model.eval()
+        with torch.no_grad(), run.autocast():
+            logits = run.model(batch.x)
+        run.model.train(was_training)
+        return mask_logits(logits.float(), batch.class_mask)
+
+    @hookimpl(trylast=True)
+    def cladapt_adapt(self, run: Run, batch: Batch) -> torch.Tensor:
+        return run.hook.cladapt_predict(run=run, batch=batch)
+
+    @hookimpl(tryfirst=True)
+    def cladapt_reset(self, run: Run) -> None:
+        run.restore()

@@ -1,0 +1,34 @@
+"""Errors a user can act on. The CLI prints them on one line and exits non-zero."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class CladaptError(Exception):
+    """Base class: the message must tell the user what to do."""
+
+
+class UnknownNameError(CladaptError):
+    """A strategy, stream, model, setting or parameter name that is not registered."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]):
+        known = sorted(known)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        listing = f"known: {', '.join(known)}" if len(known) <= 12 else f"{len(known)} known"
+        super().__init__(f"unknown {kind} {name!r}; " + (hint or listing))
+        self.kind, self.name, self.suggestions = kind, name, close
+
+
+class ConfigError(CladaptError):
+    """A malformed or inapplicable --set value or option."""
+
+
+class DataError(CladaptError):
+    """Missing or malformed data files, or tensors of the wrong shape."""
+
+
+class DivergenceError(CladaptError):
+    """A loss became NaN or infinite."""

@@ -1,0 +1,66 @@
+"""Metrics over an accuracy matrix and per-domain errors (see docs/metrics.md for formulas).
+
+Convention: ``R`` has shape (T + 1, T). Row 0 holds accuracies *before* any training (random
+init or zero-shot); row t (1..T) holds accuracies on every experience j after training on
+experience t. Entries are percentages; NaN marks evaluations that were not made.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    R = np.asarray(R, dtype=float)
+    if R.ndim != 2 or R.shape[0] != R.shape[1] + 1:
+        raise ValueError(f"accuracy matrix must have shape (T+1, T), got {R.shape}")
+    return R[0], R[1:]
+
+
+def average_accuracy(R: np.ndarray) -> float:
+    """ACC = (1/T) sum_j A[T, j]: mean accuracy over all experiences after the last one."""
+    _, A = _check(R)
+    return float(np.nanmean(A[-1]))
+
+
+def forgetting(R: np.ndarray) -> float:
+    """Chaudhry et al. 2018: F = 1/(T-1) sum_{j<T} max_{t in [j, T-1]} A[t, j] - A[T, j]."""
+    _, A = _check(R)
+    T = A.shape[1]
+    if T < 2:
+        return float("nan")
+    drops = [np.nanmax(A[j : T - 1, j]) - A[T - 1, j] for j in range(T - 1)]
+    return float(np.nanmean(drops))
+
+
+def backward_transfer(R: np.ndarray) -> float:
+    """Lopez-Paz & Ranzato 2017: BWT = 1/(T-1) sum_{j<T} A[T, j] - A[j, j]."""
+    _, A = _check(R)
+    T = A.shape[1]
+    if T < 2:
+        return float("nan")
+    return float(np.nanmean([A[T - 1, j] - A[j, j] for j in range(T - 1)]))
+
+
+def forward_transfer(R: np.ndarray) -> float:
+    """Lopez-Paz & Ranzato 2017: FWT = 1/(T-1) sum_{j>1} A[j-1, j] - b_j, with b_j = R[0, j]
+    the accuracy of the model before any training."""
+    b, A = _check(R)
+    T = A.shape[1]
+    if T < 2:
+        return float("nan")
+    return float(np.nanmean([A[j - 1, j] - b[j] for j in range(1, T)]))
+
+
+def continual_summary(R: np.ndarray) -> dict[str, float]:
+    return {
+        "avg_accuracy": average_accuracy(R),
+        "forgetting": forgetting(R),
+        "bwt": backward_transfer(R),
+        "fwt": forward_transfer(R),
+    }
+
+
+def mean_error(errors: dict[str, float]) -> float:
+    """Mean of per-domain errors (the headline of test-time adaptation)."""
+    return float(np.mean(list(errors.values()))) if errors else float("nan")

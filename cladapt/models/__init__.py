@@ -1,0 +1,1 @@
+"""Backbone factories (small CNN, timm) and the checkpoint cache."""

@@ -1,0 +1,74 @@
+"""Checkpoint cache: where cached models live, atomic saves, safe loads (weights_only)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cladapt.errors import DataError
+
+CACHE_ENV = "CLADAPT_CACHE"
+
+
+def cache_dir() -> Path:
+    """``$CLADAPT_CACHE`` or ``~/.cache/cladapt`` (created on demand)."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "cladapt")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def fingerprint(**facts: Any) -> str:
+    """A short stable hash of the facts that determine a cached artefact."""
+    blob = json.dumps(facts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-save never leaves a truncated checkpoint behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        cpu_state = {k: v.detach().cpu() for k, v in state_dict.items()}
+        torch.save({"state_dict": cpu_state, "meta": meta}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load with ``weights_only=True`` (no arbitrary code from pickles). Accepts cladapt's own
+    ``{"state_dict", "meta"}`` files and plain state dicts."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot load checkpoint {path}: {first[:200]}") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        return obj["state_dict"], dict(obj.get("meta") or {})
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, {}
+    raise DataError(f"checkpoint {path} holds no state dict")
+
+
+def load_into(model: torch.nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint into ``model``; mismatched keys or shapes are a one-line error."""
+    state, meta = load_checkpoint(path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[1:3]) or first[0]
+        raise DataError(f"checkpoint {path} does not fit the model: {detail[:240]}") from None
+    return meta

@@ -1,0 +1,114 @@
+"""Pieces every protocol shares: one optimizer step, evaluation, divergence checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from cladapt.batch import Batch, StepOutput
+from cladapt.context import Run
+from cladapt.data.batching import iterate, num_batches
+from cladapt.errors import DivergenceError
+from cladapt.results import Record
+from cladapt.stream import Experience
+
+
+@dataclass
+class ProtocolResult:
+    """Headline metrics (recorded as summary rows) and extra facts for the final table."""
+
+    headline: dict[str, float]
+    tables: dict[str, Any] = field(default_factory=dict)
+
+
+class Protocol:
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def run(self, run: Run) -> ProtocolResult:
+        raise NotImplementedError
+
+
+def train_step(run: Run, batch: Batch, check_every: int) -> StepOutput | None:
+    """One step: strategy loss + extra losses, backward, optimizer step, after_step.
+
+    Non-finite losses are accumulated on the device and checked every ``check_every`` steps, so
+    the hot loop does not synchronise with the GPU on every batch.
+    """
+    with run.autocast():
+        out = run.hook.cladapt_train_step(run=run, batch=batch)
+        if out is None:
+            return None
+        extras = [
+            e
+            for e in run.hook.cladapt_extra_losses(run=run, batch=batch, outputs=out)
+            if e is not None
+        ]
+    loss = out.loss
+    if extras:
+        extra = torch.stack([e.float() for e in extras]).sum()
+        loss = extra if loss is None else loss + extra
+    run.images_seen += len(batch)
+    if loss is None:
+        return out
+    if run.optimizer is None:
+        raise DivergenceError(
+            f"strategy {run.strategy.name!r} returned a loss but set no run.optimizer in setup"
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.step += 1
+    bad = run.state.get("_nonfinite")
+    flag = ~torch.isfinite(loss.detach())
+    run.state["_nonfinite"] = flag if bad is None else bad | flag
+    out.loss = loss
+    run.hook.cladapt_after_step(run=run, outputs=out)
+    if run.step % check_every == 0:
+        check_finite(run)
+    return out
+
+
+def check_finite(run: Run) -> None:
+    bad = run.state.pop("_nonfinite", None)
+    if bad is not None and bool(bad):
+        where = run.experience.name if run.experience else "?"
+        raise DivergenceError(
+            f"loss became NaN/inf by step {run.step} (experience {where!r}); "
+            "lower the learning rate, e.g. --set lr=..."
+        )
+
+
+def evaluate(
+    run: Run, exp: Experience, class_mask: torch.Tensor | None, batch_size: int
+) -> torch.Tensor:
+    """Accuracy in percent on ``exp.test`` as a 0-d tensor (no host sync here)."""
+    correct = torch.zeros((), dtype=torch.long, device=run.device)
+    total = 0
+    batches = iterate(exp.test, batch_size, run.device)
+    for x, y in run.progress.track(
+        batches, num_batches(exp.test, batch_size), f"eval {exp.name}", transient=True
+    ):
+        logits = run.hook.cladapt_predict(run=run, batch=Batch(x=x, y=None, class_mask=class_mask))
+        correct += (logits.argmax(1) == y).sum()
+        total += len(y)
+        run.images_seen += len(y)
+    return correct.double() * (100.0 / max(total, 1))
+
+
+def class_mask(run: Run, exp: Experience) -> torch.Tensor | None:
+    """Task-incremental setting: only the experience's own classes are allowed."""
+    if run.setting != "task-incremental" or exp.classes is None:
+        return None
+    mask = torch.zeros(run.stream.num_classes, dtype=torch.bool, device=run.device)
+    mask[torch.as_tensor(exp.classes, device=run.device)] = True
+    return mask
+
+
+def records_from(values: dict[str, torch.Tensor | float], **where: str) -> list[Record]:
+    """Turn a dict of metric tensors into records (one host sync for the whole group)."""
+    names = list(values)
+    tensors = [torch.as_tensor(values[n], dtype=torch.float64).cpu() for n in names]
+    return [Record(metric=n, value=float(t), **where) for n, t in zip(names, tensors, strict=True)]

@@ -1,0 +1,88 @@
+"""Continual train-then-evaluate: learn experience t, then evaluate on every experience.
+
+Builds the accuracy matrix R[t, j] (row 0: before any training) and reports average accuracy,
+forgetting, BWT and FWT. Settings: ``class-incremental`` (one head over all classes seen so far,
+no task identity at test time) and ``task-incremental`` (logits masked to the task's classes in
+training and evaluation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from cladapt import metrics
+from cladapt.batch import Batch
+from cladapt.config import param
+from cladapt.context import Run
+from cladapt.data.batching import iterate, num_batches
+from cladapt.protocols.base import ProtocolResult, check_finite, class_mask, evaluate, train_step
+from cladapt.results import Record
+
+
+@dataclass
+class ContinualConfig:
+    epochs: int = param(3, "training epochs per experience")
+    batch_size: int = param(32, "training batch size")
+    eval_batch_size: int = param(256, "evaluation batch size")
+    amp: Literal["auto", "off", "bf16", "fp16"] = param(
+        "auto", "autocast: auto = bf16 on CUDA, off on CPU"
+    )
+    check_every: int = param(25, "check for NaN/inf losses every N steps")
+
+
+class ContinualProtocol:
+    name = "continual"
+    Config = ContinualConfig
+    settings = ("class-incremental", "task-incremental")
+
+    def run(self, run: Run) -> ProtocolResult:
+        cfg: ContinualConfig = run.params
+        stream = run.stream
+        T = len(stream.experiences)
+        R = np.full((T + 1, T), np.nan)
+        masks = [class_mask(run, e) for e in stream.experiences]
+
+        run.model = run.create_model()
+        run.hook.cladapt_setup(run=run)
+
+        def evaluate_all(row: int, label: str) -> None:
+            accs = [
+                evaluate(run, e, masks[j], cfg.eval_batch_size)
+                for j, e in enumerate(stream.experiences)
+            ]
+            R[row] = torch.stack(accs).cpu().numpy()  # one host sync per row
+            records = [
+                Record("accuracy", float(v), trained_upto=label, eval_experience=e.name)
+                for v, e in zip(R[row], stream.experiences, strict=True)
+            ]
+            run.hook.cladapt_evaluated(run=run, records=records)
+
+        evaluate_all(0, "initial")  # before any training: random init or zero-shot
+        for t, exp in enumerate(stream.experiences):
+            run.experience, run.experience_index = exp, t
+            run.hook.cladapt_before_experience(run=run, experience=exp)
+            run.model.train()
+            steps = cfg.epochs * num_batches(exp.train, cfg.batch_size)
+
+            def batches(exp=exp, mask=masks[t]):
+                for _ in range(cfg.epochs):
+                    for x, y in iterate(
+                        exp.train, cfg.batch_size, run.device, shuffle=True, generator=run.generator
+                    ):
+                        yield Batch(x=x, y=y, class_mask=mask)
+
+            for batch in run.progress.track(batches(), steps, f"train {exp.name}"):
+                train_step(run, batch, cfg.check_every)
+            check_finite(run)
+            run.hook.cladapt_after_experience(run=run, experience=exp)
+            evaluate_all(t + 1, exp.name)
+
+        headline = metrics.continual_summary(R)
+        return ProtocolResult(
+            headline=headline,
+            tables={"accuracy_matrix": R, "names": [e.name for e in stream.experiences]},
+        )

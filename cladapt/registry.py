@@ -1,0 +1,109 @@
+"""Name -> factory registries that plugins extend through the registration hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from cladapt.errors import CladaptError, UnknownNameError
+
+PROTOCOLS = ("continual", "test_time", "uda")
+
+T = TypeVar("T")
+
+
+@dataclass
+class Entry:
+    name: str
+    factory: Any
+    description: str
+    protocols: tuple[str, ...] = ()
+    origin: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry(Generic[T]):
+    kind = "entry"
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+        self.origin = ""  # set by the plugin manager to the plugin being registered
+
+    def _add(self, entry: Entry) -> None:
+        for p in entry.protocols:
+            if p not in PROTOCOLS:
+                raise CladaptError(
+                    f"{self.kind} {entry.name!r}: unknown protocol {p!r} (one of {PROTOCOLS})"
+                )
+        if entry.name in self._entries:
+            other = self._entries[entry.name].origin
+            raise CladaptError(
+                f"{self.kind} {entry.name!r} is registered twice (by {other} and {entry.origin}); "
+                "uninstall one of the plugins"
+            )
+        self._entries[entry.name] = entry
+
+    def get(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(self.kind, name, self._entries) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0].strip() if (doc or "").strip() else ""
+
+
+class StrategyRegistry(Registry):
+    kind = "strategy"
+
+    def add(self, strategy_cls: type, name: str | None = None) -> None:
+        """Register a :class:`cladapt.strategy.Strategy` subclass (or any class with the same
+        attributes: ``name``, ``protocols``, ``Config``, a docstring)."""
+        self._add(
+            Entry(
+                name=name or strategy_cls.name,
+                factory=strategy_cls,
+                description=_first_line(strategy_cls.__doc__),
+                protocols=tuple(strategy_cls.protocols),
+                origin=self.origin,
+            )
+        )
+
+
+class StreamRegistry(Registry):
+    kind = "stream"
+
+    def add(
+        self,
+        name: str,
+        build: Callable[..., Any],
+        protocol: str,
+        description: str = "",
+        embedded: bool = False,
+        **extra: Any,
+    ) -> None:
+        """``build(data_root=..., seed=...)`` returns a :class:`cladapt.stream.Stream`.
+        ``embedded``: needs no files outside installed packages (runs offline)."""
+        self._add(
+            Entry(
+                name, build, description, (protocol,), self.origin, {"embedded": embedded, **extra}
+            )
+        )
+
+
+class ModelRegistry(Registry):
+    kind = "model"
+
+    def add(self, name: str, factory: Callable[..., Any], description: str = "") -> None:
+        self._add(Entry(name, factory, description, (), self.origin))

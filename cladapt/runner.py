@@ -1,0 +1,224 @@
+"""Wire stream + protocol + strategy + observers for one run, and account for its cost."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cladapt import __version__
+from cladapt.config import build_config, split_values
+from cladapt.context import Run
+from cladapt.defaults import DefaultBehaviour
+from cladapt.device import (
+    amp_dtype,
+    peak_memory_mb,
+    reset_peak_memory,
+    resolve_device,
+    seed_everything,
+)
+from cladapt.errors import CladaptError, ConfigError, DataError, UnknownNameError
+from cladapt.hookspecs import hookimpl
+from cladapt.manager import Catalog, load_catalog, run_manager
+from cladapt.models.checkpoints import load_into
+from cladapt.models.factory import check_model_name, create_model
+from cladapt.models.source import get_source_model
+from cladapt.progress import NullProgress
+from cladapt.protocols import PROTOCOLS, ProtocolResult
+from cladapt.results import Record, append_rows, new_run_id, now_iso
+
+DEFAULT_OUT = Path("leaderboard") / "results.csv"
+
+
+@dataclass
+class RunSpec:
+    """What the user asked for (the CLI's options, or a Python caller's)."""
+
+    stream: str
+    strategy: str
+    sets: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    out: Path | None = DEFAULT_OUT
+    setting: str | None = None
+    model: str | None = None
+    pretrained: bool = False
+    checkpoint: str | None = None
+    data_root: str | None = None
+    plugins: tuple[str, ...] = ()
+
+
+@dataclass
+class RunOutcome:
+    run: Run
+    result: ProtocolResult
+    summary: dict[str, float]
+
+
+class ResultWriter:
+    """Observer plugin: turns records into rows and appends them to the CSV at once."""
+
+    def __init__(self, path: Path | None, facts: dict[str, Any]) -> None:
+        self.path, self.facts = path, facts
+        self.records: list[Record] = []
+
+    @hookimpl
+    def cladapt_evaluated(self, records: list[Record]) -> None:
+        self.write(records)
+
+    def write(self, records: list[Record]) -> None:
+        self.records.extend(records)
+        if self.path is not None:
+            append_rows(self.path, [{**self.facts, **vars(r)} for r in records])
+
+
+def _resolve(spec: RunSpec, catalog: Catalog):
+    stream_entry = catalog.streams.get(spec.stream)
+    strategy_entry = catalog.strategies.get(spec.strategy)
+    protocol_name = stream_entry.protocols[0]
+    if protocol_name not in strategy_entry.protocols:
+        fitting = [s.name for s in catalog.strategies if protocol_name in s.protocols]
+        raise ConfigError(
+            f"strategy {spec.strategy!r} does not support the {protocol_name} protocol of stream "
+            f"{spec.stream!r}; strategies that do: {', '.join(fitting)}"
+        )
+    return stream_entry, strategy_entry, PROTOCOLS[protocol_name]
+
+
+def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> RunOutcome:
+    """Run one (stream, strategy, seed). Every completed evaluation is in the CSV as soon as it is
+    computed; a failure or Ctrl-C appends an ``error`` row and re-raises."""
+    catalog = catalog or load_catalog(spec.plugins)
+    progress = progress or NullProgress()
+    stream_entry, strategy_entry, protocol_cls = _resolve(spec, catalog)
+
+    protocol_values, strategy_values = split_values(
+        spec.sets, protocol_cls.Config, strategy_entry.factory.Config
+    )
+    strategy = strategy_entry.factory(build_config(strategy_entry.factory.Config, strategy_values))
+    generator = seed_everything(spec.seed)
+    stream = stream_entry.factory(data_root=spec.data_root, seed=spec.seed)
+    stream.check_shapes()
+    # stream defaults (e.g. epochs for its size) sit between protocol defaults and --set
+    protocol_cfg = build_config(
+        protocol_cls.Config,
+        {k: v for k, v in stream.defaults.items() if k in protocol_cls.Config.__dataclass_fields__}
+        | protocol_values,
+    )
+    setting = spec.setting or stream.default_setting
+    allowed = stream.settings or protocol_cls.settings
+    if setting not in allowed:
+        raise UnknownNameError(f"setting for stream {stream.name!r}", setting, allowed)
+    device = resolve_device(spec.device)
+    model_name = spec.model or stream.defaults.get("model", "small-cnn")
+    check_model_name(catalog.models, model_name)
+    if spec.checkpoint and not Path(spec.checkpoint).is_file():
+        raise DataError(f"checkpoint not found: {spec.checkpoint}")
+
+    excluded_s = [0.0]
+
+    def make_model() -> torch.nn.Module:
+        torch.manual_seed(spec.seed)
+        model = create_model(
+            catalog.models, model_name, stream.num_classes, stream.input_shape, spec.pretrained
+        )
+        if spec.checkpoint:
+            load_into(model, spec.checkpoint)
+        return model.to(device)
+
+    def source_model() -> torch.nn.Module:
+        if spec.checkpoint:
+            return make_model()
+        if stream.source is None:
+            raise CladaptError(
+                f"stream {stream.name!r} has no source data; pass --checkpoint with a source model"
+            )
+
+        def build() -> torch.nn.Module:
+            return create_model(
+                catalog.models, model_name, stream.num_classes, stream.input_shape, spec.pretrained
+            )
+
+        # a one-off, cached cost shared by all strategies: not charged to this run's wall time
+        tic = time.perf_counter()
+        model = get_source_model(stream, model_name, build, device, progress=progress)
+        excluded_s[0] += time.perf_counter() - tic
+        return model
+
+    run_id = new_run_id()
+    run = Run(
+        run_id=run_id,
+        stream=stream,
+        protocol=protocol_cls.name,
+        setting=setting,
+        strategy=strategy,
+        model_name=model_name,
+        seed=spec.seed,
+        device=device,
+        params=protocol_cfg,
+        hook=None,
+        create_model=make_model,
+        source_model=source_model,
+        amp_dtype=amp_dtype(device, protocol_cfg.amp),
+        generator=generator,
+        progress=progress,
+    )
+    facts = {
+        "run_id": run_id,
+        "started_at": now_iso(),
+        "cladapt_version": __version__,
+        "stream": stream.name,
+        "protocol": protocol_cls.name,
+        "setting": setting,
+        "strategy": strategy_entry.name,
+        "params_json": json.dumps(run.params_dict(), sort_keys=True, default=str),
+        "model": model_name + (f"@{Path(spec.checkpoint).name}" if spec.checkpoint else ""),
+        "seed": spec.seed,
+        "device": str(device),
+    }
+    writer = ResultWriter(spec.out, facts)
+    pm = run_manager(DefaultBehaviour(), writer, strategy)
+    run.hook = pm.hook
+
+    reset_peak_memory(device)
+    start = time.perf_counter()
+    status = "error"
+    try:
+        result = protocol_cls().run(run)
+        status = "ok"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        writer.write(
+            [Record("run_failed", float("nan"), row_type="error", note="interrupted (Ctrl-C)")]
+        )
+        raise
+    except Exception as exc:
+        note = str(exc) if isinstance(exc, CladaptError) else f"{type(exc).__name__}: {exc}"
+        writer.write([Record("run_failed", float("nan"), row_type="error", note=note[:500])])
+        raise
+    finally:
+        pm.hook.cladapt_teardown(run=run, status=status)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall = time.perf_counter() - start - excluded_s[0]
+    peak, peak_kind = peak_memory_mb(device)
+    summary = dict(result.headline)
+    summary |= {
+        "wall_time_s": wall,
+        "images_per_s": run.images_seen / wall if wall > 0 else float("nan"),
+        "trainable_params": float(run.trainable_parameters()),
+        "peak_memory_mb": peak,
+    }
+    for extra in pm.hook.cladapt_describe(run=run):
+        summary |= {k: float(v) for k, v in (extra or {}).items()}
+    writer.write(
+        [
+            Record(k, v, row_type="summary", note=peak_kind if k == "peak_memory_mb" else "")
+            for k, v in summary.items()
+        ]
+    )
+    return RunOutcome(run=run, result=result, summary=summary)

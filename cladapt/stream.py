@@ -1,0 +1,72 @@
+"""Stream / Experience data model.
+
+A stream is an ordered list of experiences (tasks or domains) plus, for test-time and UDA
+protocols, a labelled source experience the source model is trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from cladapt.errors import DataError
+
+
+@dataclass
+class Experience:
+    """One task (continual) or domain (test-time, UDA target).
+
+    ``train``: labelled training data. ``test``: labelled evaluation data. ``unlabelled``: target
+    training data (UDA); labels, if the dataset has any, are stripped by the protocol.
+    ``classes``: the global label ids this experience uses (task-incremental masks the others).
+    """
+
+    name: str
+    kind: str = "task"
+    train: Dataset | None = None
+    test: Dataset | None = None
+    unlabelled: Dataset | None = None
+    classes: list[int] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Stream:
+    name: str
+    protocol: str
+    experiences: list[Experience]
+    class_names: list[str]
+    input_shape: tuple[int, int, int]
+    source: Experience | None = None
+    source_id: str = ""  # identifies the source data for the source-model cache
+    settings: tuple[str, ...] = ()
+    defaults: dict[str, Any] = field(default_factory=dict)  # protocol parameter overrides
+    description: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def default_setting(self) -> str:
+        return self.settings[0] if self.settings else "default"
+
+    def check_shapes(self) -> None:
+        """Raise a one-line DataError if any split's images do not match ``input_shape``."""
+        parts = [("source", self.source)] if self.source else []
+        parts += [(e.name, e) for e in self.experiences]
+        for label, exp in parts:
+            for split in ("train", "test", "unlabelled"):
+                ds = getattr(exp, split)
+                if ds is None or len(ds) == 0:
+                    continue
+                x = ds[0][0] if isinstance(ds[0], (tuple, list)) else ds[0]
+                if not isinstance(x, torch.Tensor) or tuple(x.shape) != tuple(self.input_shape):
+                    shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                    raise DataError(
+                        f"stream {self.name!r}, {label}/{split}: images have shape {shape}, "
+                        f"expected {tuple(self.input_shape)} (C, H, W)"
+                    )

@@ -1,0 +1,106 @@
+"""The command line: tables, one-line errors with suggestions, exit codes, no tracebacks."""
+
+import pytest
+from click.testing import CliRunner
+
+from cladapt.cli import main
+
+
+@pytest.fixture
+def cli():
+    return CliRunner()
+
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code != 0
+    text = result.output.strip()
+    assert "Traceback" not in text
+    assert text.startswith("error:"), text
+    assert len(text.splitlines()) == 1, text
+    for f in fragments:
+        assert f in text, text
+
+
+def test_list_tables(cli):
+    res = cli.invoke(main, ["list", "strategies"])
+    assert res.exit_code == 0
+    for name in ("finetune", "source", "bn-adapt", "test_time", "continual"):
+        assert name in res.output
+    res = cli.invoke(main, ["list", "streams"])
+    assert res.exit_code == 0 and "digits-shift" in res.output and "yes" in res.output
+
+
+def test_describe_lists_parameters(cli):
+    res = cli.invoke(main, ["describe", "finetune"])
+    assert res.exit_code == 0
+    assert "lr" in res.output and "epochs" in res.output and "0.01" in res.output
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (
+            ["run", "--stream", "digts", "--strategy", "finetune"],
+            ["unknown stream 'digts'", "did you mean 'digits'"],
+        ),
+        (
+            ["run", "--stream", "digits", "--strategy", "fintune"],
+            ["unknown strategy 'fintune'", "'finetune'"],
+        ),
+        (
+            ["run", "--stream", "digits", "--strategy", "bn-adapt"],
+            ["does not support the continual protocol", "finetune"],
+        ),
+        (
+            ["run", "--stream", "digits", "--strategy", "finetune", "--set", "lr"],
+            ["malformed --set 'lr'"],
+        ),
+        (
+            ["run", "--stream", "digits", "--strategy", "finetune", "--set", "lr=fast"],
+            ["lr=fast", "not a valid float"],
+        ),
+        (
+            ["run", "--stream", "digits", "--strategy", "finetune", "--set", "epoch=2"],
+            ["unknown parameter 'epoch'", "'epochs'"],
+        ),
+        (
+            ["run", "--stream", "digits", "--strategy", "finetune", "--setting", "episodic"],
+            ["unknown setting", "class-incremental"],
+        ),
+        (
+            ["run", "--stream", "digits-shift", "--strategy", "source", "--checkpoint", "nope.pt"],
+            ["checkpoint not found: nope.pt"],
+        ),
+        (
+            ["run", "--stream", "digits", "--strategy", "finetune", "--model", "no-such-net"],
+            ["unknown model 'no-such-net'"],
+        ),
+        (["run", "--stream", "digits", "--strategy", "finetune", "--device", "cuda:7"], ["cuda"]),
+        (["list", "strategies", "--plugin", "not_a_module_xyz"], ["cannot import --plugin module"]),
+    ],
+)
+def test_bad_input_gives_one_line_error(cli, tmp_path, args, fragments):
+    res = cli.invoke(main, [*args, "--out", str(tmp_path / "r.csv")] if args[0] == "run" else args)
+    _one_line_error(res, *fragments)
+    assert not (tmp_path / "r.csv").exists()  # rejected before the run: no rows at all
+
+
+def test_run_prints_matrix_and_headline(cli, tmp_path):
+    res = cli.invoke(
+        main,
+        [
+            "run",
+            "-s",
+            "digits",
+            "-a",
+            "finetune",
+            "--set",
+            "epochs=1",
+            "-q",
+            "--out",
+            str(tmp_path / "r.csv"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "avg_accuracy" in res.output and "forgetting" in res.output and "task4:89" in res.output
+    assert (tmp_path / "r.csv").exists()
