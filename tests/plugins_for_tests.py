@@ -44,7 +44,7 @@ class Drift(Strategy):
     @hookimpl
     def cladapt_before_experience(self, run, experience):
         bias = next(m.bias for m in run.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
-        run.state.setdefault("bias_at_start", []).append(float(bias.sum()))
+        run.state.setdefault("bias_at_start", []).append(float(bias.detach().sum()))
 
     @hookimpl
     def cladapt_adapt(self, run, batch):
