@@ -25,6 +25,7 @@ ENTRY_POINT_GROUP = "cladapt"
 BUILTIN_PLUGINS = (
     "cladapt.plugins.models",
     "cladapt.plugins.baselines",
+    "cladapt.plugins.dann",
     "cladapt.streams.builtin",
 )
 

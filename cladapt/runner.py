@@ -50,6 +50,7 @@ class RunSpec:
     checkpoint: str | None = None
     data_root: str | None = None
     plugins: tuple[str, ...] = ()
+    run_plugins: tuple[object, ...] = ()  # extra run-event plugins: observers, regularisers
 
 
 @dataclass
@@ -181,7 +182,7 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         "device": str(device),
     }
     writer = ResultWriter(spec.out, facts)
-    pm = run_manager(DefaultBehaviour(), writer, strategy)
+    pm = run_manager(DefaultBehaviour(), writer, *spec.run_plugins, strategy)
     run.hook = pm.hook
 
     reset_peak_memory(device)

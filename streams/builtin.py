@@ -6,12 +6,14 @@ import functools
 import sys
 import zlib
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import TensorDataset
 
 from cladapt.data.digits import CLASS_NAMES, digits_split, subset_classes
 from cladapt.data.shifts import apply_shift
+from cladapt.errors import DataError
 from cladapt.hookspecs import hookimpl
 from cladapt.registry import StreamRegistry
 from cladapt.stream import Experience, Stream
@@ -88,21 +90,94 @@ def build_digits_uda(
             kind="domain",
             # the target's training images: a differently seeded shift of the train split
             unlabelled=TensorDataset(
-                _shifted(train, t["shift"], t["level"], f"train/{t['name']}").tensors[0]
+                _shifted(train, t["shift"], t.get("level", 0.0), f"train/{t['name']}").tensors[0]
             ),
-            test=_shifted(test, t["shift"], t["level"], f"test/{t['name']}"),
-            metadata={"shift": t["shift"], "level": t["level"]},
+            test=_shifted(test, t["shift"], t.get("level", 0.0), f"test/{t['name']}"),
+            metadata={"shift": t["shift"], "level": t.get("level", 0.0)},
         )
         for t in d["targets"]
     ]
     return Stream(experiences=exps, source=_source(), **_common(name, d))
 
 
+def _data_root(data_root: str | None, what: str) -> Path:
+    if not data_root:
+        raise DataError(f"{what} reads files from disk: pass --data-root DIR")
+    root = Path(data_root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"--data-root {root} is not a directory")
+    return root
+
+
+def build_folder_uda(
+    name: str,
+    d: dict[str, Any],
+    source: str,
+    targets: list[str],
+    data_root: str | None = None,
+    seed: int = 0,
+) -> Stream:
+    """Office-style pair or multi-target stream from ``<data-root>/<dir>/<domain>/<class>/``."""
+    from cladapt.data.folders import find_domain_dir, image_folder, imagenet_transform
+
+    root = _data_root(data_root, f"stream {name!r}") / d["dir"]
+    size = int(d.get("image_size", 224))
+    src_dir = find_domain_dir(root, d["domains"][source])
+    train_tf, test_tf = imagenet_transform(size, train=True), imagenet_transform(size, train=False)
+    src_train = image_folder(src_dir, train_tf)
+    classes = src_train.classes
+    exps = []
+    for t in targets:
+        tgt_dir = find_domain_dir(root, d["domains"][t])
+        exps.append(
+            Experience(
+                name=t,
+                kind="domain",
+                unlabelled=image_folder(tgt_dir, train_tf, classes),
+                test=image_folder(tgt_dir, test_tf, classes),
+                metadata={"folder": str(tgt_dir)},
+            )
+        )
+    src = Experience(
+        name=source, kind="domain", train=src_train, test=image_folder(src_dir, test_tf, classes)
+    )
+    common = _common(name, d) | {"class_names": classes, "input_shape": (3, size, size)}
+    return Stream(experiences=exps, source=src, **common)
+
+
+def build_mnist_mnistm(
+    name: str, d: dict[str, Any], data_root: str | None = None, seed: int = 0
+) -> Stream:
+    from cladapt.data.folders import MNISTM, mnist
+
+    root = _data_root(data_root, f"stream {name!r}")
+    src = Experience(
+        "mnist", "domain", train=mnist(root, True), test=mnist(root, False), classes=list(range(10))
+    )
+    tgt = Experience("mnist-m", "domain", unlabelled=MNISTM(root, True), test=MNISTM(root, False))
+    return Stream(experiences=[tgt], source=src, **_common(name, d))
+
+
 BUILDERS = {
     "digits-classes": build_digits_classes,
     "digits-shifts": build_digits_shifts,
     "digits-uda": build_digits_uda,
+    "mnist-mnistm": build_mnist_mnistm,
 }
+
+
+def _expand(name: str, d: dict[str, Any]) -> dict[str, Any]:
+    """Stream name -> builder; folder-uda tables expand to one stream per pair / multi-target."""
+    if d["kind"] != "folder-uda":
+        return {name: functools.partial(BUILDERS[d["kind"]], name, d)}
+    out = {}
+    for pair in d.get("pairs", []):
+        s, t = pair.split("-")
+        out[f"{name}-{s}-{t}"] = functools.partial(build_folder_uda, f"{name}-{s}-{t}", d, s, [t])
+    for s in d.get("multi_target", []):
+        targets = [t for t in d["domains"] if t != s]
+        out[f"{name}-{s}"] = functools.partial(build_folder_uda, f"{name}-{s}", d, s, targets)
+    return out
 
 
 def definitions() -> dict[str, dict[str, Any]]:
@@ -115,8 +190,10 @@ def definitions() -> dict[str, dict[str, Any]]:
 
 @hookimpl
 def cladapt_register_streams(registry: StreamRegistry) -> None:
-    for name, d in definitions().items():
-        build = functools.partial(BUILDERS[d["kind"]], name, d)
-        registry.add(
-            name, build, protocol=d["protocol"], description=d.get("description", ""), embedded=True
-        )
+    for table, d in definitions().items():
+        for name, build in _expand(table, d).items():
+            desc = d.get("description", "")
+            if name != table:
+                desc = f"{desc}: {name.removeprefix(table + '-').replace('-', ' -> ', 1)}"
+            embedded = d["kind"].startswith("digits")  # built from data inside installed packages
+            registry.add(name, build, protocol=d["protocol"], description=desc, embedded=embedded)

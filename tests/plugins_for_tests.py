@@ -137,3 +137,27 @@ def cladapt_register_strategies(registry):
 def cladapt_register_streams(registry):
     registry.add("test-uda-leak", uda_leak_stream, protocol="uda")
     registry.add("test-wrong-shape", wrong_shape_stream, protocol="continual")
+    registry.add("test-digits-uda-noise", noise_only_uda_stream, protocol="uda")
+
+
+class BatchSpy:
+    """Run-event observer: records the labels of every training batch (via extra_losses)."""
+
+    def __init__(self) -> None:
+        self.labels: list[torch.Tensor] = []
+        self.target_sizes: list[int | None] = []
+
+    @hookimpl
+    def cladapt_extra_losses(self, run, batch, outputs):
+        self.labels.append(batch.y.clone())
+        self.target_sizes.append(None if batch.x_target is None else batch.x_target.shape[0])
+        return None
+
+
+def noise_only_uda_stream(data_root=None, seed=0) -> Stream:
+    """digits-uda restricted to its noise target (fast tests of DANN vs source-only)."""
+    from cladapt.streams.builtin import build_digits_uda, definitions
+
+    d = dict(definitions()["digits-uda"])
+    d["targets"] = [t for t in d["targets"] if t["name"] == "gaussian_noise"]
+    return build_digits_uda("test-digits-uda-noise", d)

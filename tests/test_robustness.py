@@ -91,10 +91,13 @@ def test_sigint_to_the_cli_keeps_rows_and_exits_130(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
+        # a shell's background jobs inherit an ignored SIGINT; give the child the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while time.time() < deadline and not (out.exists() and out.read_text().count("\n") >= 11):
         time.sleep(0.1)
+    assert out.read_text().count("\n") >= 11, "the run wrote no rows for its first task in time"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from cladapt.data.backgrounds import blend_onto_backgrounds
 from cladapt.errors import UnknownNameError
 
 Shift = Callable[[torch.Tensor, torch.Generator, float], torch.Tensor]
@@ -57,12 +58,18 @@ def brightness(x: torch.Tensor, g: torch.Generator, level: float) -> torch.Tenso
     return (x + level).clamp(0, 1)
 
 
+def textured_background(x: torch.Tensor, g: torch.Generator, level: float) -> torch.Tensor:
+    """MNIST-M-like: digits blended onto procedural coloured textures (``level`` unused)."""
+    return blend_onto_backgrounds(x, g)
+
+
 SHIFTS: dict[str, Shift] = {
     "gaussian_noise": gaussian_noise,
     "salt_pepper": salt_pepper,
     "blur": blur,
     "contrast": contrast,
     "brightness": brightness,
+    "textured_background": textured_background,
 }
 
 

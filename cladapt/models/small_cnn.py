@@ -39,5 +39,8 @@ class SmallCNN(nn.Module):
         x = x.mean(dim=(2, 3))
         return x if pre_logits else self.head(x)
 
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -1,0 +1,106 @@
+"""Readers for on-disk datasets in their standard layouts (UDA benchmarks).
+
+- Office-31 / Office-Home style: ``<root>/<domain>/<class>/*.jpg`` (Office-31's release nests
+  one more level, ``<domain>/images/<class>/``; both are accepted).
+- MNIST through ``torchvision.datasets.MNIST`` (``<root>/MNIST/raw/*-ubyte``).
+- MNIST-M in the layout of its release: ``<root>/mnist_m/mnist_m_{train,test}/*.png`` with
+  ``<root>/mnist_m/mnist_m_{train,test}_labels.txt`` (lines ``00000000.png 5``).
+
+Missing files raise a one-line :class:`DataError` that names the path that was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+
+from cladapt.errors import DataError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def imagenet_transform(size: int, train: bool) -> T.Compose:
+    """Resize 256 -> crop 224 (random + flip for training, centre for evaluation), normalised."""
+    resize = int(round(size * 256 / 224))
+    crop = (
+        [T.RandomResizedCrop(size, scale=(0.5, 1.0)), T.RandomHorizontalFlip()]
+        if train
+        else [
+            T.Resize(resize),
+            T.CenterCrop(size),
+        ]
+    )
+    return T.Compose([*crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def find_domain_dir(root: Path, candidates: Sequence[str]) -> Path:
+    for name in candidates:
+        for path in (root / name / "images", root / name):
+            if path.is_dir() and any(p.is_dir() for p in path.iterdir()):
+                return path
+    raise DataError(
+        f"domain folder not found: {root / candidates[0]} (expected <domain>/<class>/*.jpg)"
+    )
+
+
+def image_folder(path: Path, transform, classes: list[str] | None = None) -> Dataset:
+    """``torchvision.datasets.ImageFolder``, checked against the expected class list."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        ds = ImageFolder(str(path), transform=transform)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"cannot read image folder {path}: {exc}") from None
+    if classes is not None and ds.classes != classes:
+        missing = sorted(set(classes) - set(ds.classes))
+        raise DataError(
+            f"{path}: class folders differ from the source domain's (missing: {missing[:5]})"
+        )
+    return ds
+
+
+def mnist(root: Path, train: bool, size: int = 32) -> Dataset:
+    from torchvision.datasets import MNIST
+
+    tf = T.Compose([T.Resize(size), T.Grayscale(num_output_channels=3), T.ToTensor()])
+    try:
+        return MNIST(str(root), train=train, transform=tf, download=False)
+    except RuntimeError:
+        raise DataError(
+            f"MNIST not found under {root / 'MNIST' / 'raw'} (train-images-idx3-ubyte, ...); "
+            "download it with torchvision.datasets.MNIST(root, download=True)"
+        ) from None
+
+
+class MNISTM(Dataset):
+    """MNIST-M from the folder layout of its release (RGB 28x28 PNGs + a labels file)."""
+
+    def __init__(self, root: Path, train: bool, size: int = 32) -> None:
+        split = "train" if train else "test"
+        base = Path(root) / "mnist_m"
+        labels = base / f"mnist_m_{split}_labels.txt"
+        self.dir = base / f"mnist_m_{split}"
+        if not labels.is_file() or not self.dir.is_dir():
+            raise DataError(f"MNIST-M not found: expected {labels} and {self.dir}/")
+        rows = [line.split() for line in labels.read_text().splitlines() if line.strip()]
+        self.files = [r[0] for r in rows]
+        self.targets = torch.tensor([int(r[1]) for r in rows])
+        self.transform = T.Compose([T.Resize(size), T.ToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        path = self.dir / self.files[i]
+        try:
+            with Image.open(path) as img:
+                x = self.transform(img.convert("RGB"))
+        except FileNotFoundError:
+            raise DataError(f"MNIST-M image listed in the labels file is missing: {path}") from None
+        return x, int(self.targets[i])
