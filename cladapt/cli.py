@@ -235,5 +235,175 @@ def describe(strategy: str, plugins: tuple[str, ...]) -> None:
         console.print(t)
 
 
+DEFAULT_RESULTS = Path("leaderboard/results.csv")
+DEFAULT_SITE = Path("leaderboard/site")
+
+
+def _fmt(mean: float, std: float, seeds: int) -> str:
+    if mean != mean:  # NaN
+        return "–"
+    text = f"{mean:,.0f}" if abs(mean) >= 1e4 else f"{mean:.2f}"
+    return text + (f" ± {std:.2f}" if seeds > 1 and std == std else "")
+
+
+def _print_leaderboard(table) -> None:
+    from cladapt.leaderboard.aggregate import metric_columns
+
+    for protocol, part in table.groupby("protocol", sort=True):
+        cols = metric_columns(protocol, part)
+        t = Table(title=f"{protocol} (mean ± std over seeds)", title_justify="left")
+        for c in ("stream", "setting", "strategy", "model", "seeds"):
+            t.add_column(c)
+        for c in cols:
+            t.add_column(c, justify="right")
+        for _, r in part.iterrows():
+            cells = [str(r.stream), str(r.setting), str(r.strategy), str(r.model), str(r.seeds)]
+            cells += [_fmt(r[f"{c}_mean"], r[f"{c}_std"], r.seeds) for c in cols]
+            t.add_row(*cells)
+        console.print(t)
+
+
+@main.group(invoke_without_command=True)
+@click.option(
+    "--results",
+    "results",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"results CSV(s) to aggregate (default {DEFAULT_RESULTS}); repeatable",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "md", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.pass_context
+def leaderboard(ctx: click.Context, results: tuple[Path, ...], fmt: str) -> None:
+    """Aggregate result CSVs: mean ± std over seeds per (stream, setting, strategy, model)."""
+    if ctx.invoked_subcommand:
+        return
+    from cladapt.leaderboard import aggregate as agg
+
+    table = agg.aggregate(agg.load(results or (DEFAULT_RESULTS,)))
+    if fmt == "table":
+        _print_leaderboard(table)
+    elif fmt == "csv":
+        click.echo(table.to_csv(index=False), nl=False)
+    elif fmt == "md":
+        click.echo(agg.to_markdown(table))
+    else:
+        click.echo(agg.to_json(table))
+
+
+@leaderboard.command("build")
+@click.option(
+    "--site",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_SITE,
+    show_default=True,
+)
+@click.option(
+    "--results",
+    "results",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"results CSV(s) (default {DEFAULT_RESULTS}); repeatable",
+)
+def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
+    """Generate the static leaderboard site (open SITE/index.html in a browser)."""
+    from cladapt.leaderboard.aggregate import load
+    from cladapt.leaderboard.site import build_site
+
+    pages = build_site(load(results or (DEFAULT_RESULTS,)), site)
+    console.print(
+        f"wrote {len(pages)} pages to {site}/ (open {site / 'index.html'})", highlight=False
+    )
+
+
+@main.command()
+@click.option(
+    "--suite",
+    type=click.Choice(["embedded"]),
+    default="embedded",
+    show_default=True,
+    help="embedded: every stream that runs offline",
+)
+@click.option(
+    "--seeds", default=3, show_default=True, type=click.IntRange(1), help="seeds 0..N-1 per pair"
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_RESULTS,
+    show_default=True,
+)
+@click.option(
+    "--site",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_SITE,
+    show_default=True,
+)
+@click.option(
+    "--append", is_flag=True, help="keep the rows already in --out (default: start it afresh)"
+)
+@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--only", "only", multiple=True, metavar="STRATEGY", help="restrict to these strategies"
+)
+@click.option(
+    "--plugin", "plugins", multiple=True, metavar="MODULE", help="extra plugin module to load"
+)
+def bench(suite, seeds, out, site, append, device, only, plugins):
+    """Run every strategy on every embedded stream of its protocol, then build the site."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cladapt.leaderboard.aggregate import aggregate, load
+    from cladapt.leaderboard.site import build_site
+    from cladapt.runner import RunSpec, execute
+
+    catalog = _catalog(plugins)
+    for name in only:
+        catalog.strategies.get(name)  # unknown names fail here, with a suggestion
+    jobs = [
+        (stream.name, strategy.name, seed)
+        for stream in catalog.streams
+        if stream.extra.get("embedded")
+        for strategy in catalog.strategies
+        if stream.protocols[0] in strategy.protocols and (not only or strategy.name in only)
+        for seed in range(seeds)
+    ]
+    if out.exists() and not append:
+        out.unlink()
+    failures = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err_console) as progress:
+        task = progress.add_task("bench", total=len(jobs))
+        for stream, strategy, seed in jobs:
+            progress.update(task, description=f"{strategy} on {stream}, seed {seed}")
+            try:
+                execute(RunSpec(stream, strategy, seed=seed, device=device, out=out), catalog)
+            except CladaptError as exc:  # recorded as an error row; the bench goes on
+                failures.append(f"{strategy} on {stream} (seed {seed}): {exc}")
+            progress.advance(task)
+    df = load([out])
+    _print_leaderboard(aggregate(df))
+    pages = build_site(df, site)
+    console.print(
+        f"{len(jobs)} runs, {len(failures)} failed; results in {out}, "
+        f"site in {site}/ ({len(pages)} pages)",
+        highlight=False,
+    )
+    for line in failures:
+        err_console.print(f"[red]failed:[/] {line}", highlight=False)
+    if failures:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

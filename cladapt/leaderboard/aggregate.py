@@ -1,0 +1,110 @@
+"""Aggregate result rows: mean and std over seeds per (stream, setting, strategy, model).
+
+Only runs that finished (they have summary rows and no error row) count. When a seed was run
+more than once for the same configuration, its latest run is used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from cladapt.errors import DataError
+from cladapt.results import COLUMNS, read_results
+
+KEYS = ["stream", "protocol", "setting", "strategy", "model"]
+
+# headline metrics per protocol, best direction first metric first ("min": lower is better)
+HEADLINES: dict[str, list[tuple[str, str]]] = {
+    "continual": [("avg_accuracy", "max"), ("forgetting", "min"), ("bwt", "max"), ("fwt", "max")],
+    "test_time": [("mean_error", "min")],
+    "uda": [("target_error", "min"), ("source_accuracy", "max")],
+}
+COST = [
+    "images_per_s",
+    "peak_memory_mb",
+    "trainable_params",
+    "wall_time_s",
+    "train_flops",
+    "inference_flops",
+]
+
+
+def load(paths: Iterable[str | Path]) -> pd.DataFrame:
+    frames = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"results file not found: {path}")
+        df = read_results(path)
+        if list(df.columns) != list(COLUMNS):
+            raise DataError(f"{path} is not a cladapt results file (columns differ)")
+        frames.append(df)
+    if not frames:
+        raise DataError("no results files given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def finished_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Summary rows of runs without an error row, latest run per (configuration, seed)."""
+    failed = set(df.loc[df.row_type == "error", "run_id"])
+    summary = df[(df.row_type == "summary") & ~df.run_id.isin(failed)]
+    latest = summary.groupby([*KEYS, "seed"]).started_at.transform("max")
+    summary = summary[summary.started_at == latest]
+    keep = summary.groupby([*KEYS, "seed"]).run_id.transform("max")  # ties within one second
+    return summary[summary.run_id == keep]
+
+
+def headline(protocol: str) -> tuple[str, str]:
+    return HEADLINES.get(protocol, [("", "min")])[0]
+
+
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration; ``<metric>_mean`` / ``<metric>_std`` columns; sorted by each
+    protocol's headline metric."""
+    runs = finished_runs(df)
+    if runs.empty:
+        return pd.DataFrame(columns=[*KEYS, "seeds", "runs"])
+    wide = runs.pivot_table(
+        index=[*KEYS, "seed", "run_id"], columns="metric", values="value", aggfunc="first"
+    )
+    wide = wide.reset_index()
+    metrics = [c for c in wide.columns if c not in (*KEYS, "seed", "run_id")]
+    grouped = wide.groupby(KEYS)
+    out = grouped[metrics].agg(["mean", "std"])
+    out.columns = [f"{m}_{stat}" for m, stat in out.columns]
+    out["seeds"] = grouped.seed.nunique()
+    out["runs"] = grouped.run_id.nunique()
+    out = out.reset_index()
+    order = []
+    for _, row in out.iterrows():
+        metric, direction = headline(row.protocol)
+        value = row.get(f"{metric}_mean", float("nan"))
+        order.append(value if direction == "min" else -value)
+    out["_order"] = order
+    return (
+        out.sort_values(["stream", "setting", "_order"])
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
+
+
+def metric_columns(protocol: str, table: pd.DataFrame) -> list[str]:
+    names = [m for m, _ in HEADLINES.get(protocol, [])] + COST
+    return [m for m in names if f"{m}_mean" in table.columns and table[f"{m}_mean"].notna().any()]
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in table.iterrows():
+        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def to_json(table: pd.DataFrame) -> str:
+    return json.dumps(json.loads(table.to_json(orient="records")), indent=1)

@@ -1,0 +1,246 @@
+"""Static leaderboard site: index of streams, one page per stream (sortable table, per-domain /
+per-task heat maps, accuracy-vs-compute scatter, run provenance) and the CSV it was built from.
+
+Templates are jinja2 with autoescaping on: every string that comes from a CSV is HTML-escaped.
+Sorting is a few lines of our own JavaScript; no external assets, no server needed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from cladapt import __version__
+from cladapt.leaderboard.aggregate import (
+    HEADLINES,
+    aggregate,
+    finished_runs,
+    headline,
+    metric_columns,
+)
+
+LABELS = {
+    "avg_accuracy": "avg acc %",
+    "forgetting": "forgetting",
+    "bwt": "BWT",
+    "fwt": "FWT",
+    "mean_error": "mean error %",
+    "target_error": "target error %",
+    "source_accuracy": "source acc %",
+    "images_per_s": "images/s",
+    "peak_memory_mb": "peak MB",
+    "trainable_params": "trainable params",
+    "wall_time_s": "wall s",
+    "train_flops": "train FLOPs",
+    "inference_flops": "inference FLOPs",
+}
+
+
+INTEGER_METRICS = ("trainable_params", "train_flops", "inference_flops", "peak_memory_mb")
+
+
+@dataclass
+class Heatmap:
+    title: str
+    cols: list[str]
+    rows: list[tuple[str, list[tuple[str, str]]]] = field(
+        default_factory=list
+    )  # label, [(text, css)]
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_.-]+", "_", name).strip("_") or "stream"
+
+
+def _colour(value: float, lo: float, hi: float, higher_is_better: bool) -> str:
+    if not math.isfinite(value) or hi <= lo:
+        return "background:#eee"
+    t = (value - lo) / (hi - lo)
+    t = t if higher_is_better else 1 - t
+    return f"background:hsl({int(120 * t)},65%,80%)"
+
+
+def _heatmap(title: str, table: pd.DataFrame, higher_is_better: bool) -> Heatmap:
+    values = table.to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    hm = Heatmap(title, [str(c) for c in table.columns])
+    for label, row in table.iterrows():
+        cells = [
+            ("" if not math.isfinite(v) else f"{v:.1f}", _colour(v, lo, hi, higher_is_better))
+            for v in row
+        ]
+        hm.rows.append((str(label), cells))
+    return hm
+
+
+def _ordered(values: pd.Series) -> list[str]:
+    return list(dict.fromkeys(values))  # order of first appearance = stream order
+
+
+def breakdowns(evals: pd.DataFrame, protocol: str) -> list[Heatmap]:
+    maps: list[Heatmap] = []
+    if protocol == "test_time":
+        e = evals[evals.metric == "error"]
+        if not e.empty:
+            t = e.pivot_table(
+                index="strategy", columns="eval_experience", values="value", aggfunc="mean"
+            )
+            maps.append(
+                _heatmap(
+                    "error % per domain (mean over seeds)", t[_ordered(e.eval_experience)], False
+                )
+            )
+    elif protocol == "continual":
+        e = evals[evals.metric == "accuracy"]
+        for (strategy, setting), g in e.groupby(["strategy", "setting"], sort=True):
+            t = g.pivot_table(
+                index="trained_upto", columns="eval_experience", values="value", aggfunc="mean"
+            )
+            t = t.reindex(index=_ordered(g.trained_upto), columns=_ordered(g.eval_experience))
+            maps.append(
+                _heatmap(f"{strategy} ({setting}): accuracy % after training on row", t, True)
+            )
+    elif protocol == "uda":
+        e = evals[evals.metric == "target_error"]
+        if not e.empty:
+            t = e.pivot_table(
+                index="strategy", columns="eval_experience", values="value", aggfunc="mean"
+            )
+            maps.append(
+                _heatmap(
+                    "target error % per target (mean over seeds)",
+                    t[_ordered(e.eval_experience)],
+                    False,
+                )
+            )
+    return maps
+
+
+def scatter(
+    table: pd.DataFrame, metric: str, x_metric: str = "wall_time_s", size=(680, 320)
+) -> dict:
+    """Points for an SVG scatter of headline metric vs compute (no strings formatted here)."""
+    w, h, pad, right = size[0], size[1], 50, 170  # room on the right for point labels
+    pts = table[[f"{x_metric}_mean", f"{metric}_mean", "strategy", "setting"]].dropna()
+    if pts.empty:
+        return {}
+    xs, ys = pts.iloc[:, 0].to_numpy(float), pts.iloc[:, 1].to_numpy(float)
+    log_x = xs.min() > 0 and xs.max() / xs.min() > 20
+
+    def norm(v, lo, hi):
+        return 0.5 if hi <= lo else (v - lo) / (hi - lo)
+
+    xv = np.log10(xs) if log_x else xs
+    points = [
+        {
+            "x": pad + norm(xv[i], xv.min(), xv.max()) * (w - pad - right),
+            "y": h - pad - norm(ys[i], ys.min(), ys.max()) * (h - 2 * pad),
+            "label": f"{pts.strategy.iloc[i]} ({pts.setting.iloc[i]})",
+            "xval": float(xs[i]),
+            "yval": float(ys[i]),
+        }
+        for i in range(len(pts))
+    ]
+    return {
+        "w": w,
+        "h": h,
+        "pad": pad,
+        "right": right,
+        "points": points,
+        "x_label": LABELS.get(x_metric, x_metric) + (" (log)" if log_x else ""),
+        "y_label": LABELS.get(metric, metric),
+        "x_range": (float(xs.min()), float(xs.max())),
+        "y_range": (float(ys.min()), float(ys.max())),
+    }
+
+
+def build_site(df: pd.DataFrame, site: Path, csv_name: str = "results.csv") -> list[Path]:
+    """Write the site to ``site``; the raw rows are copied next to it as ``csv_name``."""
+    env = Environment(
+        loader=PackageLoader("cladapt.leaderboard", "templates"),
+        autoescape=select_autoescape(["html"]),
+    )
+    env.filters["num"] = _num
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "streams").mkdir(exist_ok=True)
+    df.to_csv(site / csv_name, index=False)
+    table = aggregate(df)
+    runs = finished_runs(df)
+    failed = set(df.loc[df.row_type == "error", "run_id"])
+    written = []
+    index_rows = []
+    for stream, st in table.groupby("stream", sort=True):
+        protocol = st.protocol.iloc[0]
+        metric, direction = headline(protocol)
+        cols = metric_columns(protocol, st)
+        evals = df[
+            (df.stream == stream) & (df.row_type == "eval") & df.run_id.isin(set(runs.run_id))
+        ]
+        provenance = (
+            df[df.stream == stream]
+            .drop_duplicates("run_id")[
+                [
+                    "run_id",
+                    "started_at",
+                    "cladapt_version",
+                    "setting",
+                    "strategy",
+                    "model",
+                    "seed",
+                    "device",
+                    "params_json",
+                ]
+            ]
+            .assign(status=lambda d: ["error" if r in failed else "ok" for r in d.run_id])
+        )
+        best = st.iloc[0] if f"{metric}_mean" in st else None
+        page = f"streams/{slug(stream)}.html"
+        html = env.get_template("stream.html").render(
+            stream=stream,
+            protocol=protocol,
+            headline=metric,
+            direction=direction,
+            cols=cols,
+            labels=LABELS,
+            rows=st.to_dict("records"),
+            heatmaps=breakdowns(evals, protocol),
+            plot=scatter(st, metric) if metric else {},
+            runs=provenance.to_dict("records"),
+            csv=f"../{csv_name}",
+            version=__version__,
+        )
+        (site / page).write_text(html, encoding="utf-8")
+        written.append(site / page)
+        index_rows.append(
+            {
+                "stream": stream,
+                "page": page,
+                "protocol": protocol,
+                "strategies": st.strategy.nunique(),
+                "runs": int(st.runs.sum()),
+                "best": None if best is None else best.strategy,
+                "metric": LABELS.get(metric, metric),
+                "value": None if best is None else best[f"{metric}_mean"],
+            }
+        )
+    html = env.get_template("index.html").render(
+        streams=index_rows, csv=csv_name, version=__version__, protocols=sorted(HEADLINES)
+    )
+    (site / "index.html").write_text(html, encoding="utf-8")
+    written.append(site / "index.html")
+    return written
+
+
+def _num(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, float) and abs(value) >= 1e5:
+        return f"{value:.3g}"
+    return f"{value:,.{digits}f}"

@@ -1,0 +1,142 @@
+"""Aggregation over seeds, output formats, the static site, and the bench command."""
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from cladapt.cli import main
+from cladapt.leaderboard.aggregate import aggregate, load
+from cladapt.leaderboard.site import build_site
+from cladapt.results import COLUMNS, append_rows
+
+XSS = "<script>window.__xss = 1</script>"
+
+
+def summary_rows(
+    run_id,
+    strategy,
+    seed,
+    metrics,
+    stream="s1",
+    protocol="test_time",
+    started="2026-01-01T00:00:00",
+):
+    base = {c: "" for c in COLUMNS}
+    base.update(
+        run_id=run_id,
+        started_at=started,
+        cladapt_version="0.1.0",
+        stream=stream,
+        protocol=protocol,
+        setting="continual",
+        strategy=strategy,
+        params_json='{"lr": 0.1}',
+        model="m",
+        seed=seed,
+        device="cpu",
+        row_type="summary",
+    )
+    return [{**base, "metric": k, "value": v} for k, v in metrics.items()]
+
+
+def eval_row(run_id, strategy, seed, domain, error, stream="s1"):
+    row = summary_rows(run_id, strategy, seed, {"error": error}, stream=stream)[0]
+    return {**row, "row_type": "eval", "trained_upto": domain, "eval_experience": domain}
+
+
+@pytest.fixture
+def results(tmp_path):
+    path = tmp_path / "results.csv"
+    rows = []
+    for seed, (a, b, c) in enumerate([(10.0, 30.0, 20.0), (14.0, 34.0, 22.0)]):
+        for name, err in (("alpha", a), ("beta", b), (XSS, c)):
+            run = f"{name[:5]}-{seed}"
+            rows += summary_rows(
+                run,
+                name,
+                seed,
+                {"mean_error": err, "images_per_s": 100.0 + err, "wall_time_s": err},
+            )
+            rows += [
+                eval_row(run, name, seed, "noise", err + 1),
+                eval_row(run, name, seed, "blur", err - 1),
+            ]
+    rows += summary_rows(
+        "alpha-old", "alpha", 0, {"mean_error": 99.0}, started="2025-01-01T00:00:00"
+    )  # superseded
+    rows += summary_rows("beta-broken", "beta", 5, {"mean_error": 0.0})
+    failed = summary_rows("beta-broken", "beta", 5, {"run_failed": float("nan")})[0]
+    rows.append({**failed, "row_type": "error", "note": "boom"})
+    append_rows(path, rows)
+    return path
+
+
+def test_aggregate_means_stds_latest_run_and_failed_runs(results):
+    table = aggregate(load([results])).set_index("strategy")
+    assert table.loc["alpha", "mean_error_mean"] == pytest.approx(
+        12.0
+    )  # the 2025 run is superseded
+    assert table.loc["alpha", "mean_error_std"] == pytest.approx(pd.Series([10.0, 14.0]).std())
+    assert table.loc["beta", "seeds"] == 2  # the failed seed-5 run does not count
+    assert list(table.index) == ["alpha", XSS, "beta"]  # sorted by mean error, lower first
+
+
+def test_leaderboard_formats(results):
+    runner = CliRunner()
+    as_json = runner.invoke(main, ["leaderboard", "--results", str(results), "--format", "json"])
+    assert as_json.exit_code == 0
+    records = json.loads(as_json.output)
+    assert [r["strategy"] for r in records] == ["alpha", XSS, "beta"]
+    md = runner.invoke(main, ["leaderboard", "--results", str(results), "--format", "md"])
+    assert md.output.startswith("| stream |") and "| alpha |" in md.output
+    csv_out = runner.invoke(main, ["leaderboard", "--results", str(results), "--format", "csv"])
+    assert csv_out.output.splitlines()[0].startswith("stream,protocol,setting,strategy,model")
+    table = runner.invoke(main, ["leaderboard", "--results", str(results)])
+    assert table.exit_code == 0 and "test_time" in table.output and "alpha" in table.output
+    missing = runner.invoke(main, ["leaderboard", "--results", str(results.parent / "nope.csv")])
+    assert missing.exit_code != 0 and missing.output.startswith("error: results file not found")
+
+
+def test_site_escapes_csv_strings_and_links_everything(results, tmp_path):
+    site = tmp_path / "site"
+    pages = build_site(load([results]), site)
+    assert {p.name for p in pages} == {"index.html", "s1.html"}
+    page = (site / "streams" / "s1.html").read_text()
+    assert XSS not in page and "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in page
+    assert page.count("<script>") == 1  # only the site's own sorting script
+    assert 'href="../results.csv"' in page and (site / "results.csv").exists()
+    assert "error % per domain" in page and "<svg" in page and "beta-broken" in page
+    index = (site / "index.html").read_text()
+    assert 'href="streams/s1.html"' in index and ">alpha<" in index
+
+
+@pytest.mark.slow
+def test_bench_runs_embedded_pairs_and_builds_site(tmp_path):
+    out, site = tmp_path / "r.csv", tmp_path / "site"
+    res = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "--seeds",
+            "1",
+            "--only",
+            "source",
+            "--only",
+            "bn-adapt",
+            "--out",
+            str(out),
+            "--site",
+            str(site),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out)
+    assert set(df.strategy) == {"source", "bn-adapt"} and set(df.stream) == {"digits-shift"}
+    assert (site / "streams" / "digits-shift.html").exists()
+    again = CliRunner().invoke(
+        main, ["bench", "--seeds", "1", "--only", "source", "--out", str(out), "--site", str(site)]
+    )
+    assert again.exit_code == 0
+    assert set(pd.read_csv(out).strategy) == {"source"}  # without --append the CSV starts afresh
