@@ -15,8 +15,9 @@ from cladapt import __version__
 from cladapt.config import field_help, parse_assignments
 from cladapt.errors import CladaptError
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+# Logs and pipes get wide tables instead of rich's 80-column default for non-terminals.
+console = Console() if sys.stdout.isatty() else Console(width=160)
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
 
 DEBUG_ENV = "CLADAPT_DEBUG"
 
