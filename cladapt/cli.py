@@ -103,6 +103,13 @@ def _catalog(plugins: tuple[str, ...]):
     metavar="MODULE",
     help="extra plugin module to load; repeatable",
 )
+@click.option(
+    "--with",
+    "regularizers",
+    multiple=True,
+    metavar="REGULARIZER",
+    help="add a loss plugin (e.g. lwf, ewc) to the strategy; repeatable",
+)
 @click.option("--quiet", "-q", is_flag=True, help="no progress bars")
 def run(
     stream,
@@ -117,6 +124,7 @@ def run(
     checkpoint,
     data_root,
     plugins,
+    regularizers,
     quiet,
 ):
     """Run one strategy on one stream and append the results to the CSV."""
@@ -136,6 +144,7 @@ def run(
         checkpoint=checkpoint,
         data_root=data_root,
         plugins=tuple(plugins),
+        regularizers=tuple(regularizers),
     )
     catalog = _catalog(spec.plugins)
     progress = NullProgress() if quiet else RichProgress(console=err_console)
@@ -176,7 +185,10 @@ def _print_outcome(outcome, out: Path) -> None:
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k, v in outcome.summary.items():
-        t.add_row(k, f"{v:,.0f}" if k == "trainable_params" else f"{v:.2f}")
+        t.add_row(
+            k,
+            f"{v:,.0f}" if k == "trainable_params" else f"{v:.3g}" if abs(v) >= 1e6 else f"{v:.2f}",
+        )
     console.print(t)
     console.print(f"run {run.run_id}: rows appended to {out}", highlight=False)
 

@@ -16,7 +16,7 @@ arguments by name: a hook implementation may accept any subset of the arguments 
 
 Event order, per protocol (``*`` marks hooks called for every batch)::
 
-    continual  setup, [before_experience, train_step*, extra_losses*, after_step*,
+    continual  setup, [before_experience, train_data, train_step*, extra_losses*, after_step*,
                after_experience, predict* (evaluation of every experience), evaluated]..., teardown
     test_time  setup, [reset (episodic only), before_experience, adapt*, after_experience,
                evaluated]..., teardown
@@ -38,6 +38,7 @@ import pluggy
 
 if TYPE_CHECKING:
     import torch
+    from torch.utils.data import Dataset
 
     from cladapt.batch import Batch, StepOutput
     from cladapt.context import Run
@@ -87,6 +88,13 @@ def cladapt_reset(run: Run) -> None:
 @hookspec
 def cladapt_before_experience(run: Run, experience: Experience) -> None:
     """A new task (continual), domain (test-time) or target (UDA) begins."""
+
+
+@hookspec(firstresult=True)
+def cladapt_train_data(run: Run, experience: Experience) -> Dataset | None:
+    """The dataset to train on for ``experience`` (continual protocol). Return None to train on
+    ``experience.train``; a strategy may substitute another (joint training on all data seen so
+    far, a replay buffer mixed in, ...)."""
 
 
 @hookspec(firstresult=True)

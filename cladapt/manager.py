@@ -26,6 +26,8 @@ BUILTIN_PLUGINS = (
     "cladapt.plugins.models",
     "cladapt.plugins.baselines",
     "cladapt.plugins.dann",
+    "cladapt.plugins.continual",
+    "cladapt.plugins.regularizers",
     "cladapt.streams.builtin",
 )
 

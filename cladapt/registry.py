@@ -64,8 +64,32 @@ def _first_line(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0].strip() if (doc or "").strip() else ""
 
 
+class RegularizerRegistry(Registry):
+    kind = "regularizer"
+
+
 class StrategyRegistry(Registry):
+    """Strategies, plus the regularisers (extra-loss plugins) that compose with them."""
+
     kind = "strategy"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.regularizers = RegularizerRegistry()
+
+    def add_regularizer(self, cls: type, name: str | None = None) -> None:
+        """Register a loss plugin class (``name``, ``Config``, hooks such as
+        ``cladapt_extra_losses``) that ``--with NAME`` adds to any training strategy."""
+        self.regularizers.origin = self.origin
+        self.regularizers._add(
+            Entry(
+                name or cls.name,
+                cls,
+                _first_line(cls.__doc__),
+                tuple(getattr(cls, "protocols", ())),
+                self.origin,
+            )
+        )
 
     def add(self, strategy_cls: type, name: str | None = None) -> None:
         """Register a :class:`cladapt.strategy.Strategy` subclass (or any class with the same

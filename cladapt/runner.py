@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class RunSpec:
     checkpoint: str | None = None
     data_root: str | None = None
     plugins: tuple[str, ...] = ()
+    regularizers: tuple[str, ...] = ()  # composed with the strategy (--with NAME)
     run_plugins: tuple[object, ...] = ()  # extra run-event plugins: observers, regularisers
 
 
@@ -90,6 +92,13 @@ def _resolve(spec: RunSpec, catalog: Catalog):
     return stream_entry, strategy_entry, PROTOCOLS[protocol_name]
 
 
+def strategy_entry_reg(catalog: Catalog, name: str, protocol: str):
+    entry = catalog.strategies.regularizers.get(name)
+    if protocol not in entry.protocols:
+        raise ConfigError(f"regularizer {name!r} does not apply to the {protocol} protocol")
+    return entry
+
+
 def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> RunOutcome:
     """Run one (stream, strategy, seed). Every completed evaluation is in the CSV as soon as it is
     computed; a failure or Ctrl-C appends an ``error`` row and re-raises."""
@@ -97,10 +106,19 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
     progress = progress or NullProgress()
     stream_entry, strategy_entry, protocol_cls = _resolve(spec, catalog)
 
-    protocol_values, strategy_values = split_values(
-        spec.sets, protocol_cls.Config, strategy_entry.factory.Config
+    reg_names = list(dict.fromkeys([*strategy_entry.factory.regularizers, *spec.regularizers]))
+    reg_entries = [strategy_entry_reg(catalog, name, protocol_cls.name) for name in reg_names]
+    protocol_values, strategy_values, *reg_values = split_values(
+        spec.sets,
+        protocol_cls.Config,
+        strategy_entry.factory.Config,
+        *(e.factory.Config for e in reg_entries),
     )
     strategy = strategy_entry.factory(build_config(strategy_entry.factory.Config, strategy_values))
+    regularizers = [
+        e.factory(build_config(e.factory.Config, values))
+        for e, values in zip(reg_entries, reg_values, strict=True)
+    ]
     generator = seed_everything(spec.seed)
     stream = stream_entry.factory(data_root=spec.data_root, seed=spec.seed)
     stream.check_shapes()
@@ -176,13 +194,17 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         "protocol": protocol_cls.name,
         "setting": setting,
         "strategy": strategy_entry.name,
-        "params_json": json.dumps(run.params_dict(), sort_keys=True, default=str),
+        "params_json": json.dumps(
+            run.params_dict() | {f"with_{r.name}": dataclasses.asdict(r.cfg) for r in regularizers},
+            sort_keys=True,
+            default=str,
+        ),
         "model": model_name + (f"@{Path(spec.checkpoint).name}" if spec.checkpoint else ""),
         "seed": spec.seed,
         "device": str(device),
     }
     writer = ResultWriter(spec.out, facts)
-    pm = run_manager(DefaultBehaviour(), writer, *spec.run_plugins, strategy)
+    pm = run_manager(DefaultBehaviour(), writer, *spec.run_plugins, *regularizers, strategy)
     run.hook = pm.hook
 
     reset_peak_memory(device)

@@ -22,6 +22,23 @@ class Strategy:
     name: ClassVar[str] = ""
     protocols: ClassVar[tuple[str, ...]] = ()
     Config: ClassVar[type] = NoConfig
+    # regularisers (by registered name) always composed with this strategy, e.g. ("lwf",)
+    regularizers: ClassVar[tuple[str, ...]] = ()
+    # cap on training epochs per experience (e.g. 1 for class means); None: the protocol's
+    max_epochs: ClassVar[int | None] = None
+
+    def __init__(self, cfg: Any | None = None) -> None:
+        self.cfg = cfg if cfg is not None else self.Config()
+
+
+class Regularizer:
+    """A loss plugin composed with any training strategy (``--with NAME``): implements
+    ``cladapt_extra_losses`` and whatever other hooks it needs to keep its state. Its parameter
+    names must be unique across a run (prefix them, e.g. ``lwf_alpha``)."""
+
+    name: ClassVar[str] = ""
+    protocols: ClassVar[tuple[str, ...]] = ("continual",)
+    Config: ClassVar[type] = NoConfig
 
     def __init__(self, cfg: Any | None = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()

@@ -30,6 +30,7 @@ LABELS = {
     "forgetting": "forgetting",
     "bwt": "BWT",
     "fwt": "FWT",
+    "avg_error_after_learning": "error after learning %",
     "mean_error": "mean error %",
     "target_error": "target error %",
     "source_accuracy": "source acc %",
@@ -161,6 +162,12 @@ def scatter(
     }
 
 
+def compute_axis(table: pd.DataFrame) -> str:
+    """FLOPs where the protocol counts them, wall time otherwise."""
+    col = "train_flops_mean"
+    return "train_flops" if col in table and table[col].notna().all() else "wall_time_s"
+
+
 def build_site(df: pd.DataFrame, site: Path, csv_name: str = "results.csv") -> list[Path]:
     """Write the site to ``site``; the raw rows are copied next to it as ``csv_name``."""
     env = Environment(
@@ -211,7 +218,7 @@ def build_site(df: pd.DataFrame, site: Path, csv_name: str = "results.csv") -> l
             labels=LABELS,
             rows=st.to_dict("records"),
             heatmaps=breakdowns(evals, protocol),
-            plot=scatter(st, metric) if metric else {},
+            plot=scatter(st, metric, compute_axis(st)) if metric else {},
             runs=provenance.to_dict("records"),
             csv=f"../{csv_name}",
             version=__version__,

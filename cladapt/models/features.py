@@ -25,3 +25,12 @@ def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
             )
     feats = model.forward_head(model.forward_features(x), pre_logits=True)
     return feats, model.get_classifier()(feats)
+
+
+def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pooled pre-logit features (timm convention)."""
+    if not hasattr(model, "forward_features") or not hasattr(model, "forward_head"):
+        raise ConfigError(
+            f"{type(model).__name__} has no forward_features(): a timm-style model is needed"
+        )
+    return model.forward_head(model.forward_features(x), pre_logits=True)

@@ -11,6 +11,7 @@ from cladapt.batch import Batch, StepOutput
 from cladapt.context import Run
 from cladapt.data.batching import iterate, num_batches
 from cladapt.errors import DivergenceError
+from cladapt.flops import FlopMeter, counted
 from cladapt.results import Record
 from cladapt.stream import Experience
 
@@ -31,12 +32,25 @@ class Protocol:
         raise NotImplementedError
 
 
-def train_step(run: Run, batch: Batch, check_every: int) -> StepOutput | None:
+def train_step(
+    run: Run, batch: Batch, check_every: int, meter: FlopMeter | None = None
+) -> StepOutput | None:
     """One step: strategy loss + extra losses, backward, optimizer step, after_step.
 
     Non-finite losses are accumulated on the device and checked every ``check_every`` steps, so
-    the hot loop does not synchronise with the GPU on every batch.
+    the hot loop does not synchronise with the GPU on every batch. With a ``meter`` that wants a
+    sample, this step's forward and backward FLOPs are counted.
     """
+    if meter is not None:
+        meter.add(len(batch))
+        if meter.wants_sample:
+            out, flops = counted(lambda: _train_step(run, batch, check_every))
+            meter.sample(flops, len(batch))
+            return out
+    return _train_step(run, batch, check_every)
+
+
+def _train_step(run: Run, batch: Batch, check_every: int) -> StepOutput | None:
     with run.autocast():
         out = run.hook.cladapt_train_step(run=run, batch=batch)
         if out is None:
@@ -82,7 +96,11 @@ def check_finite(run: Run) -> None:
 
 
 def evaluate(
-    run: Run, exp: Experience, class_mask: torch.Tensor | None, batch_size: int
+    run: Run,
+    exp: Experience,
+    class_mask: torch.Tensor | None,
+    batch_size: int,
+    meter: FlopMeter | None = None,
 ) -> torch.Tensor:
     """Accuracy in percent on ``exp.test`` as a 0-d tensor (no host sync here)."""
     correct = torch.zeros((), dtype=torch.long, device=run.device)
@@ -91,7 +109,14 @@ def evaluate(
     for x, y in run.progress.track(
         batches, num_batches(exp.test, batch_size), f"eval {exp.name}", transient=True
     ):
-        logits = run.hook.cladapt_predict(run=run, batch=Batch(x=x, y=None, class_mask=class_mask))
+        batch = Batch(x=x, y=None, class_mask=class_mask)
+        if meter is not None and meter.wants_sample:
+            logits, flops = counted(lambda b=batch: run.hook.cladapt_predict(run=run, batch=b))
+            meter.sample(flops, len(y))
+        else:
+            logits = run.hook.cladapt_predict(run=run, batch=batch)
+        if meter is not None:
+            meter.add(len(y))
         correct += (logits.argmax(1) == y).sum()
         total += len(y)
         run.images_seen += len(y)

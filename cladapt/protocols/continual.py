@@ -19,6 +19,7 @@ from cladapt.batch import Batch
 from cladapt.config import param
 from cladapt.context import Run
 from cladapt.data.batching import iterate, num_batches
+from cladapt.flops import FlopMeter
 from cladapt.protocols.base import ProtocolResult, check_finite, class_mask, evaluate, train_step
 from cladapt.results import Record
 
@@ -32,6 +33,7 @@ class ContinualConfig:
         "auto", "autocast: auto = bf16 on CUDA, off on CPU"
     )
     check_every: int = param(25, "check for NaN/inf losses every N steps")
+    count_flops: bool = param(True, "count training and inference FLOPs (torch.utils.flop_counter)")
 
 
 class ContinualProtocol:
@@ -48,10 +50,15 @@ class ContinualProtocol:
 
         run.model = run.create_model()
         run.hook.cladapt_setup(run=run)
+        cap = getattr(run.strategy, "max_epochs", None)
+        epochs = min(cfg.epochs, cap) if cap else cfg.epochs
+
+        flops = {"train_flops": 0.0, "inference_flops": 0.0}
 
         def evaluate_all(row: int, label: str) -> None:
+            meter = FlopMeter() if cfg.count_flops else None
             accs = [
-                evaluate(run, e, masks[j], cfg.eval_batch_size)
+                evaluate(run, e, masks[j], cfg.eval_batch_size, meter)
                 for j, e in enumerate(stream.experiences)
             ]
             R[row] = torch.stack(accs).cpu().numpy()  # one host sync per row
@@ -59,29 +66,48 @@ class ContinualProtocol:
                 Record("accuracy", float(v), trained_upto=label, eval_experience=e.name)
                 for v, e in zip(R[row], stream.experiences, strict=True)
             ]
+            if meter is not None:
+                flops["inference_flops"] += meter.total
+                records.append(Record("inference_flops", meter.total, trained_upto=label))
+            if row > 0:  # NEVIS-style: test error on a task right after learning it
+                error = 100.0 - R[row, row - 1]
+                records.append(
+                    Record("error_after_learning", error, label, stream.experiences[row - 1].name)
+                )
             run.hook.cladapt_evaluated(run=run, records=records)
 
         evaluate_all(0, "initial")  # before any training: random init or zero-shot
         for t, exp in enumerate(stream.experiences):
             run.experience, run.experience_index = exp, t
             run.hook.cladapt_before_experience(run=run, experience=exp)
+            data = run.hook.cladapt_train_data(run=run, experience=exp) or exp.train
             run.model.train()
-            steps = cfg.epochs * num_batches(exp.train, cfg.batch_size)
+            steps = epochs * num_batches(data, cfg.batch_size)
 
-            def batches(exp=exp, mask=masks[t]):
-                for _ in range(cfg.epochs):
+            def batches(data=data, mask=masks[t]):
+                for epoch in range(1, epochs + 1):
+                    run.state["epoch"] = epoch
                     for x, y in iterate(
-                        exp.train, cfg.batch_size, run.device, shuffle=True, generator=run.generator
+                        data, cfg.batch_size, run.device, shuffle=True, generator=run.generator
                     ):
                         yield Batch(x=x, y=y, class_mask=mask)
 
+            meter = FlopMeter() if cfg.count_flops else None
             for batch in run.progress.track(batches(), steps, f"train {exp.name}"):
-                train_step(run, batch, cfg.check_every)
+                train_step(run, batch, cfg.check_every, meter)
             check_finite(run)
             run.hook.cladapt_after_experience(run=run, experience=exp)
+            if meter is not None:
+                flops["train_flops"] += meter.total
+                run.hook.cladapt_evaluated(
+                    run=run, records=[Record("train_flops", meter.total, exp.name, exp.name)]
+                )
             evaluate_all(t + 1, exp.name)
 
         headline = metrics.continual_summary(R)
+        headline["avg_error_after_learning"] = float(np.mean(100.0 - np.diag(R[1:])))
+        if cfg.count_flops:
+            headline |= flops
         return ProtocolResult(
             headline=headline,
             tables={"accuracy_matrix": R, "names": [e.name for e in stream.experiences]},

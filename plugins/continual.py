@@ -1,0 +1,131 @@
+"""Continual-learning reference points: ``independent`` and ``joint`` (NEVIS'22's baselines
+around fine-tuning) and ``nmc``, the nearest-mean classifier on frozen features.
+
+- independent: a fresh model (the initial weights) and optimizer for every task, as NEVIS's
+  "independent" learner. Only the latest model is kept, so earlier tasks are evaluated with it;
+  its meaningful figures are the per-task ``error_after_learning`` and the compute.
+- joint: before every task, restart from the initial weights and train on the union of the
+  training data of all tasks so far: the non-continual upper bound, at a cost that grows with
+  the stream (visible in ``train_flops``).
+- nmc: Janson et al., "A Simple Baseline that Questions the Use of Pretrained-Models in
+  Continual Learning", NeurIPS 2022 workshop. Features of a frozen (pretrained) backbone; the
+  class means are running sums updated with every training image (exemplar-free, single head,
+  task-free), and a test image takes the class of the nearest mean. Pass ``--pretrained`` (timm)
+  or ``--checkpoint`` for pretrained features; without them the features are those of a frozen,
+  randomly initialised network. One pass over each task's data suffices: later epochs are skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from cladapt.plugins.baselines import Finetune
+from torch.utils.data import ConcatDataset, Dataset, TensorDataset
+
+from cladapt.batch import Batch, StepOutput, mask_logits
+from cladapt.config import param
+from cladapt.context import Run
+from cladapt.hookspecs import hookimpl
+from cladapt.models.features import feature_dim, features
+from cladapt.optim import make_optimizer
+from cladapt.registry import StrategyRegistry
+from cladapt.strategy import Strategy
+from cladapt.stream import Experience
+
+
+class Independent(Finetune):
+    """A fresh model per task (initial weights, new optimizer): NEVIS's independent baseline."""
+
+    name = "independent"
+    protocols = ("continual",)
+
+    @hookimpl
+    def cladapt_setup(self, run: Run) -> None:
+        super().cladapt_setup(run)
+        self.initial = copy.deepcopy(run.model.state_dict())
+
+    def restart(self, run: Run) -> None:
+        run.model.load_state_dict(self.initial)
+        c = self.cfg
+        run.optimizer = make_optimizer(
+            c.optimizer, run.model.parameters(), c.lr, c.momentum, c.weight_decay
+        )
+
+    @hookimpl
+    def cladapt_before_experience(self, run: Run, experience: Experience) -> None:
+        if run.experience_index > 0:
+            self.restart(run)
+
+
+def concat(datasets: list[Dataset]) -> Dataset:
+    if all(isinstance(d, TensorDataset) for d in datasets):  # keep the device-resident fast path
+        n = len(datasets[0].tensors)
+        return TensorDataset(*(torch.cat([d.tensors[i] for d in datasets]) for i in range(n)))
+    return ConcatDataset(datasets)
+
+
+class Joint(Independent):
+    """Retrain from the initial weights on all data seen so far (the non-continual upper bound)."""
+
+    name = "joint"
+
+    @hookimpl
+    def cladapt_train_data(self, run: Run, experience: Experience) -> Dataset:
+        return concat([e.train for e in run.stream.experiences[: run.experience_index + 1]])
+
+
+@dataclass
+class NMCConfig:
+    distance: Literal["euclidean", "cosine"] = param("euclidean", "distance to the class means")
+
+
+class NMC(Strategy):
+    """Nearest-mean classifier on frozen features, exemplar-free (Janson et al. 2022)."""
+
+    name = "nmc"
+    protocols = ("continual",)
+    Config = NMCConfig
+    max_epochs = 1  # the class means are exact after one pass
+
+    @hookimpl
+    def cladapt_setup(self, run: Run) -> None:
+        run.model.requires_grad_(False).eval()
+        dim, n = feature_dim(run.model), run.stream.num_classes
+        self.sums = torch.zeros(n, dim, device=run.device)
+        self.counts = torch.zeros(n, device=run.device)
+
+    def embed(self, run: Run, x: torch.Tensor) -> torch.Tensor:
+        run.model.eval()  # frozen backbone: BatchNorm keeps its (pretrained) statistics
+        with torch.no_grad(), run.autocast():
+            f = features(run.model, x).float()
+        return F.normalize(f, dim=1) if self.cfg.distance == "cosine" else f
+
+    @hookimpl
+    def cladapt_train_step(self, run: Run, batch: Batch) -> StepOutput:
+        if run.state.get("epoch", 1) == 1:
+            f = self.embed(run, batch.x)
+            self.sums.index_add_(0, batch.y, f)
+            self.counts.index_add_(0, batch.y, torch.ones_like(batch.y, dtype=torch.float))
+        return StepOutput(loss=None)
+
+    @hookimpl
+    def cladapt_predict(self, run: Run, batch: Batch) -> torch.Tensor:
+        f = self.embed(run, batch.x)
+        means = self.sums / self.counts.clamp(min=1).unsqueeze(1)
+        if self.cfg.distance == "cosine":
+            means = F.normalize(means, dim=1)
+        logits = -torch.cdist(f, means)
+        logits = logits.masked_fill(
+            self.counts == 0, torch.finfo(logits.dtype).min
+        )  # unseen classes
+        return mask_logits(logits, batch.class_mask)
+
+
+@hookimpl
+def cladapt_register_strategies(registry: StrategyRegistry) -> None:
+    for cls in (Independent, Joint, NMC):
+        registry.add(cls)

@@ -1,0 +1,169 @@
+"""Continual baselines (independent, joint, nmc), regulariser plugins (LwF, EWC), FLOP counts."""
+
+import json
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+from cladapt.plugins.regularizers import LwF, diagonal_fisher
+from torch.utils.data import TensorDataset
+
+from cladapt.hookspecs import hookimpl
+from cladapt.models.features import features
+from cladapt.results import read_results
+from cladapt.runner import RunSpec, execute
+from cladapt.stream import Experience
+
+# SmallCNN on 3x32x32, counted by hand (2 FLOPs per multiply-add; BN, ReLU, pooling not counted):
+CONV1 = 2 * 32 * 32 * 32 * 3 * 9  # 1,769,472
+CONV2 = 2 * 16 * 16 * 64 * 32 * 9  # 9,437,184
+CONV3 = 2 * 8 * 8 * 128 * 64 * 9  # 9,437,184
+FC = 2 * 128 * 10
+FORWARD = CONV1 + CONV2 + CONV3 + FC
+# backward: weight gradients for every layer, input gradients for all but the first conv
+TRAIN = FORWARD + (CONV1 + CONV2 + CONV3 + FC) + (CONV2 + CONV3 + FC)
+N_TRAIN, N_TEST, T = 1257, 540, 5
+
+
+def run(catalog, strategy, out, **kw):
+    sets = kw.pop("sets", {"epochs": "1"})
+    return execute(RunSpec("digits", strategy, sets, out=out, device="cpu", **kw), catalog)
+
+
+def test_flops_match_a_hand_count(catalog, out):
+    outcome = run(catalog, "finetune", out)
+    assert outcome.summary["inference_flops"] == FORWARD * N_TEST * (T + 1)  # initial row + T rows
+    assert outcome.summary["train_flops"] == TRAIN * N_TRAIN
+    per_task = read_results(out).query("metric == 'train_flops' and row_type == 'eval'")
+    assert len(per_task) == T and per_task.value.sum() == TRAIN * N_TRAIN
+
+
+def test_nmc_is_the_nearest_class_mean_of_frozen_features(catalog, out):
+    outcome = run(catalog, "nmc", out, sets={"epochs": "3"})
+    model = outcome.run.model
+    train_x = torch.cat([e.train.tensors[0] for e in outcome.run.stream.experiences])
+    train_y = torch.cat([e.train.tensors[1] for e in outcome.run.stream.experiences])
+    with torch.no_grad():
+        model.eval()
+        means = torch.stack([features(model, train_x[train_y == c]).mean(0) for c in range(10)])
+        for j, e in enumerate(outcome.run.stream.experiences):
+            x, y = e.test.tensors
+            pred = torch.cdist(features(model, x), means).argmin(1)
+            assert outcome.result.tables["accuracy_matrix"][-1, j] == pytest.approx(
+                100 * (pred == y).float().mean().item(), abs=1e-4
+            )
+    assert outcome.summary["trainable_params"] == 0
+    # features only (no classifier layer), one pass even with epochs=3
+    assert outcome.summary["train_flops"] == (CONV1 + CONV2 + CONV3) * N_TRAIN
+    assert outcome.summary["forgetting"] < 20  # means never move: little forgetting
+
+
+class WeightSpy:
+    def __init__(self):
+        self.first_conv = []
+
+    @hookimpl
+    def cladapt_before_experience(self, run, experience):
+        self.first_conv.append(next(run.model.parameters()).detach().clone())
+
+
+def test_independent_restarts_from_the_initial_weights(catalog, out):
+    spy = WeightSpy()
+    run(catalog, "independent", out, run_plugins=(spy,))
+    assert len(spy.first_conv) == T
+    assert all(torch.equal(w, spy.first_conv[0]) for w in spy.first_conv)
+
+
+def test_joint_trains_on_everything_seen_and_is_the_upper_bound(catalog, out):
+    sets = {"epochs": "3"}
+    joint = run(catalog, "joint", out, sets=sets)
+    finetune = run(catalog, "finetune", out, sets=sets)
+    assert joint.summary["avg_accuracy"] > finetune.summary["avg_accuracy"] + 30
+    # task t trains on t+1 tasks' data: the compute grows with the stream
+    assert joint.summary["train_flops"] > 2.5 * finetune.summary["train_flops"]
+
+
+def test_lwf_loss_is_soft_cross_entropy_on_old_classes():
+    reg = LwF()
+    teacher = torch.nn.Linear(4, 6)
+    reg.teacher, reg.old = teacher, torch.tensor([0, 2])
+    x = torch.randn(8, 4)
+    student = teacher(x).detach() * 0.5
+    loss = reg.cladapt_extra_losses(
+        run=None, batch=types.SimpleNamespace(x=x), outputs=types.SimpleNamespace(logits=student)
+    )
+    with torch.no_grad():
+        p = F.softmax(teacher(x)[:, [0, 2]] / 2.0, dim=1)
+        expected = -(p * F.log_softmax(student[:, [0, 2]] / 2.0, dim=1)).sum(1).mean()
+    assert loss.item() == pytest.approx(expected.item())
+    reg.teacher = None
+    assert reg.cladapt_extra_losses(run=None, batch=None, outputs=None) is None
+
+
+def test_with_lwf_composes_with_any_trainer_and_is_recorded(catalog, out):
+    plain = run(catalog, "finetune", out, sets={"epochs": "2"})
+    composed = run(
+        catalog, "finetune", out, sets={"epochs": "2", "lwf_alpha": "5"}, regularizers=("lwf",)
+    )
+    assert not (
+        plain.result.tables["accuracy_matrix"] == composed.result.tables["accuracy_matrix"]
+    ).all()
+    params = json.loads(read_results(out).params_json.iloc[-1])
+    assert params["with_lwf"] == {"lwf_alpha": 5.0, "lwf_temperature": 2.0}
+    # the lwf strategy is finetune with LwF always on
+    named = run(catalog, "lwf", out, sets={"epochs": "2", "lwf_alpha": "5"})
+    assert (
+        named.result.tables["accuracy_matrix"] == composed.result.tables["accuracy_matrix"]
+    ).all()
+
+
+def test_unknown_regularizer_suggests(catalog, out):
+    from cladapt.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="did you mean 'ewc'"):
+        run(catalog, "finetune", out, regularizers=("ewk",))
+
+
+def test_fisher_matches_softmax_regression_closed_form():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    x = torch.randn(4000, 4)
+    fake_run = types.SimpleNamespace(
+        model=model, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0)
+    )
+    exp = Experience("t", train=TensorDataset(x, torch.zeros(len(x), dtype=torch.long)))
+    fisher = diagonal_fisher(fake_run, exp, None, samples=len(x))
+    with torch.no_grad():
+        p = F.softmax(
+            model(x), dim=1
+        )  # d log p(y)/d W_k = (1[y=k] - p_k) x  ->  E_y[.^2] = p_k (1 - p_k) x^2
+        v = p * (1 - p)
+        expected_w = (v.unsqueeze(2) * x.pow(2).unsqueeze(1)).mean(0)
+        expected_b = v.mean(0)
+    assert torch.allclose(fisher["weight"], expected_w, rtol=0.1, atol=1e-3)
+    assert torch.allclose(fisher["bias"], expected_b, rtol=0.1, atol=1e-3)
+
+
+def test_ewc_penalty_formula():
+    from cladapt.plugins.regularizers import EWC, EWCConfig
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    reg = EWC(EWCConfig(ewc_lambda=4.0))
+    fisher = {k: torch.rand_like(p) for k, p in model.named_parameters()}
+    reg.anchors.append((fisher, {k: p.detach().clone() for k, p in model.named_parameters()}))
+    fake_run = types.SimpleNamespace(model=model)
+    assert reg.cladapt_extra_losses(run=fake_run, batch=None, outputs=None).item() == 0.0
+    with torch.no_grad():
+        model.weight += 0.5
+    expected = 0.5 * 4.0 * (fisher["weight"] * 0.25).sum()
+    assert reg.cladapt_extra_losses(run=fake_run, batch=None, outputs=None).item() == pytest.approx(
+        expected.item()
+    )
+
+
+def test_ewc_strategy_anchors_every_task(catalog, out):
+    outcome = run(catalog, "ewc", out, sets={"epochs": "1", "ewc_samples": "64"})
+    assert json.loads(read_results(out).params_json.iloc[-1])["with_ewc"]["ewc_samples"] == 64
+    assert outcome.summary["avg_accuracy"] >= 0  # ran to the end with the penalty on
