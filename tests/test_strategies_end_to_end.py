@@ -13,8 +13,9 @@ def test_finetune_continual_writes_full_matrix_and_summary(catalog, out):
     )
     df = read_results(out)
     ev = df[df.row_type == "eval"]
-    assert len(ev) == 6 * 5  # initial row + 5 tasks, each evaluated on 5 tasks
-    assert set(ev.metric) == {"accuracy"}
+    assert len(ev[ev.metric == "accuracy"]) == 6 * 5  # initial row + 5 tasks, each on 5 tasks
+    assert set(ev.metric) == {"accuracy", "error_after_learning", "train_flops", "inference_flops"}
+    assert len(ev[ev.metric == "error_after_learning"]) == 5
     summary = dict(
         zip(df[df.row_type == "summary"].metric, df[df.row_type == "summary"].value, strict=True)
     )
