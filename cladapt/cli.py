@@ -158,6 +158,10 @@ def run(
 
 def _print_outcome(outcome, out: Path) -> None:
     run = outcome.run
+    notes = run.stream.notes
+    if notes:
+        more = f" ({len(notes) - 1} more lines in the summary row's note)" if len(notes) > 1 else ""
+        err_console.print(f"[yellow]note:[/] {notes[0]}{more}", highlight=False)
     tables = outcome.result.tables
     if "accuracy_matrix" in tables:
         R, names = tables["accuracy_matrix"], tables["names"]
@@ -337,10 +341,10 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
 @main.command()
 @click.option(
     "--suite",
-    type=click.Choice(["embedded"]),
+    type=click.Choice(["embedded", "embedded-all"]),
     default="embedded",
     show_default=True,
-    help="embedded: every stream that runs offline",
+    help="embedded: the quick offline streams; embedded-all: all offline streams (+ nevis-mini)",
 )
 @click.option(
     "--seeds", default=3, show_default=True, type=click.IntRange(1), help="seeds 0..N-1 per pair"
@@ -382,6 +386,7 @@ def bench(suite, seeds, out, site, append, device, only, plugins):
         (stream.name, strategy.name, seed)
         for stream in catalog.streams
         if stream.extra.get("embedded")
+        and (suite == "embedded-all" or stream.extra.get("quick", True))
         for strategy in catalog.strategies
         if stream.protocols[0] in strategy.protocols and (not only or strategy.name in only)
         for seed in range(seeds)

@@ -236,12 +236,22 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         "trainable_params": float(run.trainable_parameters()),
         "peak_memory_mb": peak,
     }
+    if stream.notes:  # e.g. tasks of a NEVIS list that were not found on disk
+        summary["experiences"] = float(len(stream.experiences))
     for extra in pm.hook.cladapt_describe(run=run):
         summary |= {k: float(v) for k, v in (extra or {}).items()}
     writer.write(
         [
-            Record(k, v, row_type="summary", note=peak_kind if k == "peak_memory_mb" else "")
+            Record(k, v, row_type="summary", note=_summary_note(k, peak_kind, stream.notes))
             for k, v in summary.items()
         ]
     )
     return RunOutcome(run=run, result=result, summary=summary)
+
+
+def _summary_note(metric: str, peak_kind: str, notes: list[str]) -> str:
+    if metric == "peak_memory_mb":
+        return peak_kind
+    if metric == "experiences":
+        return " | ".join(notes)[:2000]
+    return ""

@@ -28,6 +28,7 @@ class Experience:
     kind: str = "task"
     train: Dataset | None = None
     test: Dataset | None = None
+    dev: Dataset | None = None  # held out from train for model selection (NEVIS-style streams)
     unlabelled: Dataset | None = None
     classes: list[int] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -45,6 +46,9 @@ class Stream:
     settings: tuple[str, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)  # protocol parameter overrides
     description: str = ""
+    notes: list[str] = field(
+        default_factory=list
+    )  # e.g. which tasks were skipped, shown by the CLI
 
     @property
     def num_classes(self) -> int:
@@ -59,7 +63,7 @@ class Stream:
         parts = [("source", self.source)] if self.source else []
         parts += [(e.name, e) for e in self.experiences]
         for label, exp in parts:
-            for split in ("train", "test", "unlabelled"):
+            for split in ("train", "test", "dev", "unlabelled"):
                 ds = getattr(exp, split)
                 if ds is None or len(ds) == 0:
                     continue

@@ -24,11 +24,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from cladapt.plugins.baselines import Finetune
-from torch.utils.data import ConcatDataset, Dataset, TensorDataset
+from torch.utils.data import Dataset
 
 from cladapt.batch import Batch, StepOutput, mask_logits
 from cladapt.config import param
 from cladapt.context import Run
+from cladapt.data.batching import concat_datasets
 from cladapt.hookspecs import hookimpl
 from cladapt.models.features import feature_dim, features
 from cladapt.optim import make_optimizer
@@ -61,13 +62,6 @@ class Independent(Finetune):
             self.restart(run)
 
 
-def concat(datasets: list[Dataset]) -> Dataset:
-    if all(isinstance(d, TensorDataset) for d in datasets):  # keep the device-resident fast path
-        n = len(datasets[0].tensors)
-        return TensorDataset(*(torch.cat([d.tensors[i] for d in datasets]) for i in range(n)))
-    return ConcatDataset(datasets)
-
-
 class Joint(Independent):
     """Retrain from the initial weights on all data seen so far (the non-continual upper bound)."""
 
@@ -75,7 +69,9 @@ class Joint(Independent):
 
     @hookimpl
     def cladapt_train_data(self, run: Run, experience: Experience) -> Dataset:
-        return concat([e.train for e in run.stream.experiences[: run.experience_index + 1]])
+        return concat_datasets(
+            [e.train for e in run.stream.experiences[: run.experience_index + 1]]
+        )
 
 
 @dataclass

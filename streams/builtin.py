@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import TensorDataset
 
 from cladapt.data.digits import CLASS_NAMES, digits_split, subset_classes
@@ -158,7 +159,113 @@ def build_mnist_mnistm(
     return Stream(experiences=[tgt], source=src, **_common(name, d))
 
 
+def _take(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random subset of ``n`` items (all of them if n >= len)."""
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx], y[idx]
+
+
+def _nevis_mini_task(t: dict[str, Any], test_size: int = 200):
+    """(train x, train y, test x, test y, local class names) for one nevis-mini task."""
+    from cladapt.data.backgrounds import blend_onto_backgrounds
+    from cladapt.data.procedural import GENERATORS
+
+    seed = zlib.crc32(t["name"].encode())
+    source = t["source"]
+    if source in GENERATORS:
+        fn, names = GENERATORS[source]
+        x, y = fn(t["train"] + test_size, torch.Generator().manual_seed(seed))
+        return x[: t["train"]], y[: t["train"]], x[t["train"] :], y[t["train"] :], names
+    train, test = digits_split()
+    classes = t.get("classes", list(range(10)))
+    (xtr, ytr), (xte, yte) = (
+        subset_classes(train, classes).tensors,
+        subset_classes(test, classes).tensors,
+    )
+    xtr, ytr = _take(xtr, ytr, t["train"], seed)
+    remap = torch.full((10,), -1, dtype=torch.long)
+    remap[torch.as_tensor(classes)] = torch.arange(len(classes))
+    ytr, yte = remap[ytr], remap[yte]
+    names = [str(c) for c in classes]
+    if source == "digits-parity":
+        ytr, yte, names = ytr % 2, yte % 2, ["even", "odd"]
+    elif source == "digits-textured":
+        g = torch.Generator().manual_seed(seed)
+        xtr, xte = blend_onto_backgrounds(xtr, g), blend_onto_backgrounds(xte, g)
+    elif source != "digits":
+        raise DataError(f"nevis-mini task {t['name']!r}: unknown source {source!r}")
+    return xtr, ytr, xte, yte, names
+
+
+def build_nevis_mini(
+    name: str, d: dict[str, Any], data_root: str | None = None, seed: int = 0
+) -> Stream:
+    """Tasks with separate label spaces, laid side by side in one global label space."""
+    exps, class_names = [], []
+    for t in d["tasks"]:
+        xtr, ytr, xte, yte, names = _nevis_mini_task(t)
+        offset = len(class_names)
+        class_names += [f"{t['name']}:{c}" for c in names]
+        n_dev = max(1, int(round(0.15 * len(ytr))))
+        exps.append(
+            Experience(
+                name=f"{t['year']}-{t['name']}",
+                kind="task",
+                train=TensorDataset(xtr[n_dev:], ytr[n_dev:] + offset),
+                dev=TensorDataset(xtr[:n_dev], ytr[:n_dev] + offset),
+                test=TensorDataset(xte, yte + offset),
+                classes=list(range(offset, offset + len(names))),
+                metadata={"year": t["year"], "train_size": len(ytr) - n_dev},
+            )
+        )
+    return Stream(experiences=exps, **(_common(name, d) | {"class_names": class_names}))
+
+
+def build_nevis(
+    name: str, d: dict[str, Any], data_root: str | None = None, seed: int = 0
+) -> Stream:
+    """The tasks of the list that are present under --data-root, in order; the rest reported."""
+    from cladapt.data.nevis import OffsetTargets, open_task, split_dev
+
+    root = _data_root(data_root, f"stream {name!r}")
+    tasks = definitions()[d["like"]]["tasks"] if "like" in d else d["tasks"]
+    tasks = [t for t in tasks if t["year"] < d.get("stop_year", 10_000)]
+    size = int(d.get("image_size", 32))
+    exps, class_names, missing = [], [], []
+    for t in tasks:
+        try:
+            train, test, names = open_task(root, t, size)
+        except DataError as exc:
+            missing.append(f"{t['year']} {t['name']}: {exc}")
+            continue
+        offset = len(class_names)
+        class_names += [f"{t['key']}:{c}" for c in names]
+        train, dev = split_dev(train, 0.15, zlib.crc32(t["key"].encode()))
+        exps.append(
+            Experience(
+                name=f"{t['year']}-{t['key'].replace('/', '-')}",
+                kind="task",
+                train=OffsetTargets(train, offset),
+                dev=OffsetTargets(dev, offset),
+                test=OffsetTargets(test, offset),
+                classes=list(range(offset, offset + len(names))),
+                metadata={"year": t["year"], "dataset": t["name"]},
+            )
+        )
+    if not exps:
+        raise DataError(
+            f"none of the {len(tasks)} tasks of {name!r} is under {root}; e.g. {missing[0]} "
+            "(see docs/continual.md for the layouts)"
+        )
+    common = _common(name, d) | {"class_names": class_names, "input_shape": (3, size, size)}
+    notes = [f"{len(exps)} of {len(tasks)} tasks found under {root}; {len(missing)} skipped"]
+    notes += [f"skipped {m}" for m in missing]
+    return Stream(experiences=exps, notes=notes, **common)
+
+
 BUILDERS = {
+    "nevis": build_nevis,
+    "nevis-mini": build_nevis_mini,
     "digits-classes": build_digits_classes,
     "digits-shifts": build_digits_shifts,
     "digits-uda": build_digits_uda,
@@ -195,5 +302,13 @@ def cladapt_register_streams(registry: StreamRegistry) -> None:
             desc = d.get("description", "")
             if name != table:
                 desc = f"{desc}: {name.removeprefix(table + '-').replace('-', ' -> ', 1)}"
-            embedded = d["kind"].startswith("digits")  # built from data inside installed packages
-            registry.add(name, build, protocol=d["protocol"], description=desc, embedded=embedded)
+            # built from data inside installed packages or generated: runs offline
+            embedded = d["kind"].startswith("digits") or d["kind"] == "nevis-mini"
+            registry.add(
+                name,
+                build,
+                protocol=d["protocol"],
+                description=desc,
+                embedded=embedded,
+                quick=d.get("quick", True),
+            )

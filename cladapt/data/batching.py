@@ -99,3 +99,13 @@ def images_only(ds: Dataset) -> Dataset:
     if isinstance(ds, TensorDataset):
         return ds if len(ds.tensors) == 1 else TensorDataset(ds.tensors[0])
     return _ImagesOnly(ds)
+
+
+def concat_datasets(datasets: list[Dataset]) -> Dataset:
+    """Concatenate; tensor datasets stay tensor datasets (the device-resident fast path)."""
+    from torch.utils.data import ConcatDataset
+
+    if all(isinstance(d, TensorDataset) for d in datasets):
+        n = len(datasets[0].tensors)
+        return TensorDataset(*(torch.cat([d.tensors[i] for d in datasets]) for i in range(n)))
+    return ConcatDataset(datasets)

@@ -18,10 +18,11 @@ from cladapt import metrics
 from cladapt.batch import Batch
 from cladapt.config import param
 from cladapt.context import Run
-from cladapt.data.batching import iterate, num_batches
+from cladapt.data.batching import concat_datasets, iterate, num_batches
 from cladapt.flops import FlopMeter
 from cladapt.protocols.base import ProtocolResult, check_finite, class_mask, evaluate, train_step
 from cladapt.results import Record
+from cladapt.stream import Experience
 
 
 @dataclass
@@ -34,6 +35,10 @@ class ContinualConfig:
     )
     check_every: int = param(25, "check for NaN/inf losses every N steps")
     count_flops: bool = param(True, "count training and inference FLOPs (torch.utils.flop_counter)")
+    lr_grid: tuple[float, ...] = param(
+        (),
+        "NEVIS-style selection: try each lr on the task's dev split, then retrain on train+dev",
+    )
 
 
 class ContinualProtocol:
@@ -77,14 +82,11 @@ class ContinualProtocol:
             run.hook.cladapt_evaluated(run=run, records=records)
 
         evaluate_all(0, "initial")  # before any training: random init or zero-shot
-        for t, exp in enumerate(stream.experiences):
-            run.experience, run.experience_index = exp, t
-            run.hook.cladapt_before_experience(run=run, experience=exp)
-            data = run.hook.cladapt_train_data(run=run, experience=exp) or exp.train
-            run.model.train()
-            steps = epochs * num_batches(data, cfg.batch_size)
 
-            def batches(data=data, mask=masks[t]):
+        def fit(data, mask, meter: FlopMeter | None, label: str) -> None:
+            run.model.train()
+
+            def batches():
                 for epoch in range(1, epochs + 1):
                     run.state["epoch"] = epoch
                     for x, y in iterate(
@@ -92,10 +94,19 @@ class ContinualProtocol:
                     ):
                         yield Batch(x=x, y=y, class_mask=mask)
 
-            meter = FlopMeter() if cfg.count_flops else None
-            for batch in run.progress.track(batches(), steps, f"train {exp.name}"):
+            steps = epochs * num_batches(data, cfg.batch_size)
+            for batch in run.progress.track(batches(), steps, label):
                 train_step(run, batch, cfg.check_every, meter)
             check_finite(run)
+
+        for t, exp in enumerate(stream.experiences):
+            run.experience, run.experience_index = exp, t
+            run.hook.cladapt_before_experience(run=run, experience=exp)
+            data = run.hook.cladapt_train_data(run=run, experience=exp) or exp.train
+            meter = FlopMeter() if cfg.count_flops else None
+            if cfg.lr_grid and exp.dev is not None and run.optimizer is not None:
+                data = self.select_lr(run, exp, data, masks[t], meter, fit)
+            fit(data, masks[t], meter, f"train {exp.name}")
             run.hook.cladapt_after_experience(run=run, experience=exp)
             if meter is not None:
                 flops["train_flops"] += meter.total
@@ -112,3 +123,29 @@ class ContinualProtocol:
             headline=headline,
             tables={"accuracy_matrix": R, "names": [e.name for e in stream.experiences]},
         )
+
+    def select_lr(self, run: Run, exp, data, mask, meter, fit):
+        """Train with each learning rate of the grid from the same starting state, score on the dev
+        split, restore, set the best rate and return train + dev to train on (as NEVIS'22 does).
+        The search's compute is counted in the task's ``train_flops``. Strategy state outside the
+        model and optimizer (teachers, anchors) is not rewound between trials."""
+        cfg: ContinualConfig = run.params
+        run.snapshot()
+        dev = Experience(f"{exp.name}/dev", test=exp.dev)
+        scores = {}
+        for lr in cfg.lr_grid:
+            run.restore()
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            fit(data, mask, meter, f"search {exp.name} lr={lr:g}")
+            scores[lr] = float(evaluate(run, dev, mask, cfg.eval_batch_size))
+        best = max(scores, key=scores.get)  # ties: the first in the grid
+        run.restore()
+        for group in run.optimizer.param_groups:
+            group["lr"] = best
+        records = [
+            Record("dev_accuracy", v, f"{exp.name}@lr={lr:g}", dev.name) for lr, v in scores.items()
+        ]
+        records.append(Record("selected_lr", best, exp.name, exp.name))
+        run.hook.cladapt_evaluated(run=run, records=records)
+        return concat_datasets([data, exp.dev])
