@@ -20,6 +20,23 @@ console = Console() if sys.stdout.isatty() else Console(width=160)
 err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
 
 DEBUG_ENV = "CLADAPT_DEBUG"
+DEFAULT_RESULTS = Path("leaderboard/results.csv")
+DEFAULT_SITE = Path("leaderboard/site")
+
+plugin_option = click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE",
+    help="extra plugin module to load; repeatable",
+)
+site_option = click.option(
+    "--site",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_SITE,
+    show_default=True,
+    help="directory of the static leaderboard site",
+)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -96,13 +113,8 @@ def _catalog(plugins: tuple[str, ...]):
 @click.option(
     "--data-root", type=click.Path(file_okay=False), default=None, help="root of on-disk datasets"
 )
-@click.option(
-    "--plugin",
-    "plugins",
-    multiple=True,
-    metavar="MODULE",
-    help="extra plugin module to load; repeatable",
-)
+@click.option("--download", is_flag=True, help="let torchvision download missing datasets (online)")
+@plugin_option
 @click.option(
     "--with",
     "regularizers",
@@ -123,6 +135,7 @@ def run(
     pretrained,
     checkpoint,
     data_root,
+    download,
     plugins,
     regularizers,
     quiet,
@@ -145,6 +158,7 @@ def run(
         data_root=data_root,
         plugins=tuple(plugins),
         regularizers=tuple(regularizers),
+        download=download,
     )
     catalog = _catalog(spec.plugins)
     progress = NullProgress() if quiet else RichProgress(console=err_console)
@@ -201,9 +215,7 @@ def _print_outcome(outcome, out: Path) -> None:
 @click.argument(
     "what", type=click.Choice(["strategies", "streams", "models"]), default="strategies"
 )
-@click.option(
-    "--plugin", "plugins", multiple=True, metavar="MODULE", help="extra plugin module to load"
-)
+@plugin_option
 def list_(what: str, plugins: tuple[str, ...]) -> None:
     """List registered strategies, streams or models."""
     catalog = _catalog(plugins)
@@ -229,9 +241,7 @@ def list_(what: str, plugins: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("strategy")
-@click.option(
-    "--plugin", "plugins", multiple=True, metavar="MODULE", help="extra plugin module to load"
-)
+@plugin_option
 def describe(strategy: str, plugins: tuple[str, ...]) -> None:
     """Show a strategy's hyper-parameters (what --set accepts) and its protocols' parameters."""
     from cladapt.protocols import PROTOCOLS
@@ -250,10 +260,6 @@ def describe(strategy: str, plugins: tuple[str, ...]) -> None:
         for name, typ, default, help_ in field_help(cls):
             t.add_row(name, typ, repr(default), help_)
         console.print(t)
-
-
-DEFAULT_RESULTS = Path("leaderboard/results.csv")
-DEFAULT_SITE = Path("leaderboard/site")
 
 
 def _fmt(mean: float, std: float, seeds: int) -> str:
@@ -314,12 +320,7 @@ def leaderboard(ctx: click.Context, results: tuple[Path, ...], fmt: str) -> None
 
 
 @leaderboard.command("build")
-@click.option(
-    "--site",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_SITE,
-    show_default=True,
-)
+@site_option
 @click.option(
     "--results",
     "results",
@@ -355,12 +356,7 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
     default=DEFAULT_RESULTS,
     show_default=True,
 )
-@click.option(
-    "--site",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_SITE,
-    show_default=True,
-)
+@site_option
 @click.option(
     "--append", is_flag=True, help="keep the rows already in --out (default: start it afresh)"
 )
@@ -368,9 +364,7 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
 @click.option(
     "--only", "only", multiple=True, metavar="STRATEGY", help="restrict to these strategies"
 )
-@click.option(
-    "--plugin", "plugins", multiple=True, metavar="MODULE", help="extra plugin module to load"
-)
+@plugin_option
 def bench(suite, seeds, out, site, append, device, only, plugins):
     """Run every strategy on every embedded stream of its protocol, then build the site."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -51,6 +51,7 @@ class RunSpec:
     checkpoint: str | None = None
     data_root: str | None = None
     plugins: tuple[str, ...] = ()
+    download: bool = False  # let torchvision download datasets (online users)
     regularizers: tuple[str, ...] = ()  # composed with the strategy (--with NAME)
     run_plugins: tuple[object, ...] = ()  # extra run-event plugins: observers, regularisers
 
@@ -120,7 +121,16 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         for e, values in zip(reg_entries, reg_values, strict=True)
     ]
     generator = seed_everything(spec.seed)
-    stream = stream_entry.factory(data_root=spec.data_root, seed=spec.seed)
+    # only builders that read torchvision datasets take `download`
+    extra = {"download": True} if spec.download else {}
+    try:
+        stream = stream_entry.factory(data_root=spec.data_root, seed=spec.seed, **extra)
+    except TypeError as exc:
+        if extra and "download" in str(exc):
+            raise ConfigError(
+                f"stream {spec.stream!r} cannot download its data; drop --download"
+            ) from None
+        raise
     stream.check_shapes()
     # stream defaults (e.g. epochs for its size) sit between protocol defaults and --set
     protocol_cfg = build_config(

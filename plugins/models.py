@@ -18,3 +18,28 @@ def cladapt_register_models(registry: ModelRegistry) -> None:
     registry.add(
         "small-cnn", small_cnn, "3-stage conv-BN-ReLU CNN for 32x32 inputs (~94k parameters)"
     )
+
+
+def tiny_vit(num_classes: int, input_shape: tuple[int, int, int], pretrained: bool = False, **_):
+    """A small timm VisionTransformer for 32x32 inputs: patch 4, width 96, depth 4, 3 heads."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(
+        img_size=input_shape[1],
+        patch_size=4,
+        in_chans=input_shape[0],
+        num_classes=num_classes,
+        embed_dim=96,
+        depth=4,
+        num_heads=3,
+        mlp_ratio=2.0,
+    )
+
+
+@hookimpl(specname="cladapt_register_models")
+def register_tiny_vit(registry: ModelRegistry) -> None:
+    registry.add(
+        "tiny-vit",
+        tiny_vit,
+        "timm ViT for 32x32 inputs: patch 4, width 96, depth 4 (~0.3M parameters)",
+    )

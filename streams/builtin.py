@@ -147,7 +147,11 @@ def build_folder_uda(
 
 
 def build_mnist_mnistm(
-    name: str, d: dict[str, Any], data_root: str | None = None, seed: int = 0
+    name: str,
+    d: dict[str, Any],
+    data_root: str | None = None,
+    seed: int = 0,
+    download: bool = False,
 ) -> Stream:
     from cladapt.data.folders import MNISTM, mnist
 
@@ -222,7 +226,11 @@ def build_nevis_mini(
 
 
 def build_nevis(
-    name: str, d: dict[str, Any], data_root: str | None = None, seed: int = 0
+    name: str,
+    d: dict[str, Any],
+    data_root: str | None = None,
+    seed: int = 0,
+    download: bool = False,
 ) -> Stream:
     """The tasks of the list that are present under --data-root, in order; the rest reported."""
     from cladapt.data.nevis import OffsetTargets, open_task, split_dev
@@ -234,7 +242,7 @@ def build_nevis(
     exps, class_names, missing = [], [], []
     for t in tasks:
         try:
-            train, test, names = open_task(root, t, size)
+            train, test, names = open_task(root, t, size, download)
         except DataError as exc:
             missing.append(f"{t['year']} {t['name']}: {exc}")
             continue
@@ -263,7 +271,61 @@ def build_nevis(
     return Stream(experiences=exps, notes=notes, **common)
 
 
+def build_split_classes(
+    name: str,
+    d: dict[str, Any],
+    data_root: str | None = None,
+    seed: int = 0,
+    download: bool = False,
+) -> Stream:
+    from cladapt.data.scenarios import open_dataset, split_by_classes
+
+    size = int(d.get("image_size", 32))
+    root = Path(data_root).expanduser() if data_root else None
+    train, test, names = open_dataset(d["dataset"], root, size, download)
+    tasks, order = split_by_classes(
+        train, test, len(names), int(d["tasks"]), int(d.get("class_order_seed", 0))
+    )
+    exps = [
+        Experience(name=f"task{t}", kind="task", train=tr, test=te, classes=ids)
+        for t, (tr, te, ids) in enumerate(tasks)
+    ]
+    common = _common(name, d) | {
+        "class_names": [names[i] for i in order],
+        "input_shape": (3, size, size),
+    }
+    return Stream(experiences=exps, **common)
+
+
+def build_rotated_domains(
+    name: str,
+    d: dict[str, Any],
+    data_root: str | None = None,
+    seed: int = 0,
+    download: bool = False,
+) -> Stream:
+    from cladapt.data.scenarios import open_dataset, rotated
+
+    size = int(d.get("image_size", 32))
+    root = Path(data_root).expanduser() if data_root else None
+    train, test, names = open_dataset(d["dataset"], root, size, download)
+    exps = [
+        Experience(
+            name=f"rot{a}",
+            kind="domain",
+            train=rotated(train, a),
+            test=rotated(test, a),
+            metadata={"angle": a},
+        )
+        for a in d["angles"]
+    ]
+    common = _common(name, d) | {"class_names": names, "input_shape": (3, size, size)}
+    return Stream(experiences=exps, **common)
+
+
 BUILDERS = {
+    "split-classes": build_split_classes,
+    "rotated-domains": build_rotated_domains,
     "nevis": build_nevis,
     "nevis-mini": build_nevis_mini,
     "digits-classes": build_digits_classes,
@@ -304,6 +366,7 @@ def cladapt_register_streams(registry: StreamRegistry) -> None:
                 desc = f"{desc}: {name.removeprefix(table + '-').replace('-', ' -> ', 1)}"
             # built from data inside installed packages or generated: runs offline
             embedded = d["kind"].startswith("digits") or d["kind"] == "nevis-mini"
+            embedded = embedded or "embedded" in d.get("dataset", {})
             registry.add(
                 name,
                 build,
