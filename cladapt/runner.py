@@ -93,7 +93,7 @@ def _resolve(spec: RunSpec, catalog: Catalog):
     return stream_entry, strategy_entry, PROTOCOLS[protocol_name]
 
 
-def strategy_entry_reg(catalog: Catalog, name: str, protocol: str):
+def regularizer_entry(catalog: Catalog, name: str, protocol: str):
     entry = catalog.strategies.regularizers.get(name)
     if protocol not in entry.protocols:
         raise ConfigError(f"regularizer {name!r} does not apply to the {protocol} protocol")
@@ -108,7 +108,7 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
     stream_entry, strategy_entry, protocol_cls = _resolve(spec, catalog)
 
     reg_names = list(dict.fromkeys([*strategy_entry.factory.regularizers, *spec.regularizers]))
-    reg_entries = [strategy_entry_reg(catalog, name, protocol_cls.name) for name in reg_names]
+    reg_entries = [regularizer_entry(catalog, name, protocol_cls.name) for name in reg_names]
     protocol_values, strategy_values, *reg_values = split_values(
         spec.sets,
         protocol_cls.Config,
@@ -150,11 +150,14 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
 
     excluded_s = [0.0]
 
-    def make_model() -> torch.nn.Module:
-        torch.manual_seed(spec.seed)
-        model = create_model(
+    def build() -> torch.nn.Module:
+        return create_model(
             catalog.models, model_name, stream.num_classes, stream.input_shape, spec.pretrained
         )
+
+    def make_model() -> torch.nn.Module:
+        torch.manual_seed(spec.seed)
+        model = build()
         if spec.checkpoint:
             load_into(model, spec.checkpoint)
         return model.to(device)
@@ -167,14 +170,10 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
                 f"stream {stream.name!r} has no source data; pass --checkpoint with a source model"
             )
 
-        def build() -> torch.nn.Module:
-            return create_model(
-                catalog.models, model_name, stream.num_classes, stream.input_shape, spec.pretrained
-            )
-
         # a one-off, cached cost shared by all strategies: not charged to this run's wall time
         tic = time.perf_counter()
-        model = get_source_model(stream, model_name, build, device, progress=progress)
+        cache_name = model_name + ("-pretrained" if spec.pretrained else "")
+        model = get_source_model(stream, cache_name, build, device, progress=progress)
         excluded_s[0] += time.perf_counter() - tic
         return model
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ class SourceRecipe:
     seed: int = 0  # fixed: the source model must not depend on the run's seed
 
 
-def source_checkpoint_path(stream: Stream, model_name: str, recipe: SourceRecipe) -> str:
+def source_checkpoint_path(stream: Stream, model_name: str, recipe: SourceRecipe) -> Path:
     key = fingerprint(
         source=stream.source_id,
         model=model_name,
@@ -38,7 +39,7 @@ def source_checkpoint_path(stream: Stream, model_name: str, recipe: SourceRecipe
         recipe=asdict(recipe),
         version=RECIPE_VERSION,
     )
-    return str(cache_dir() / "models" / f"{stream.source_id}-{model_name}-{key}.pt")
+    return cache_dir() / "models" / f"{stream.source_id}-{model_name}-{key}.pt"
 
 
 def get_source_model(
@@ -53,15 +54,13 @@ def get_source_model(
     recipe = recipe or SourceRecipe(**stream.defaults.get("source_recipe", {}))
     path = source_checkpoint_path(stream, model_name, recipe)
     model = make_model()
-    from pathlib import Path
-
-    if Path(path).is_file():
+    if path.is_file():
         load_into(model, path)
         return model.to(device)
     model = model.to(device)
     train_source_model(model, stream, device, recipe, progress or NullProgress())
     save_checkpoint(
-        Path(path),
+        path,
         model.state_dict(),
         {"stream": stream.name, "model": model_name, **asdict(recipe)},
     )
