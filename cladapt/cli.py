@@ -273,7 +273,12 @@ def _print_leaderboard(table) -> None:
     from cladapt.leaderboard.aggregate import metric_columns
 
     for protocol, part in table.groupby("protocol", sort=True):
-        cols = metric_columns(protocol, part)
+        # the terminal shows headline metrics and the two main costs; --format/site show all
+        cols = [
+            c
+            for c in metric_columns(protocol, part)
+            if c not in ("peak_memory_mb", "trainable_params", "wall_time_s", "inference_flops")
+        ]
         t = Table(title=f"{protocol} (mean ± std over seeds)", title_justify="left")
         for c in ("stream", "setting", "strategy", "model", "seeds"):
             t.add_column(c)

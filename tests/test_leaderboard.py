@@ -140,3 +140,11 @@ def test_bench_runs_embedded_pairs_and_builds_site(tmp_path):
     )
     assert again.exit_code == 0
     assert set(pd.read_csv(out).strategy) == {"source"}  # without --append the CSV starts afresh
+
+
+def test_integer_metrics_render_without_decimals(tmp_path):
+    rows = summary_rows("r1", "alpha", 0, {"mean_error": 10.0, "trainable_params": 94762.0})
+    append_rows(tmp_path / "r.csv", rows)
+    build_site(load([tmp_path / "r.csv"]), tmp_path / "site")
+    page = (tmp_path / "site" / "streams" / "s1.html").read_text()
+    assert ">94,762<" in page and "94,762.00" not in page and ">10.00<" in page

@@ -129,7 +129,10 @@ def scatter(
 ) -> dict:
     """Points for an SVG scatter of headline metric vs compute (no strings formatted here)."""
     w, h, pad, right = size[0], size[1], 50, 170  # room on the right for point labels
-    pts = table[[f"{x_metric}_mean", f"{metric}_mean", "strategy", "setting"]].dropna()
+    cols = [f"{x_metric}_mean", f"{metric}_mean", "strategy", "setting"]
+    if any(c not in table.columns for c in cols):  # e.g. rows from a tool that records no cost
+        return {}
+    pts = table[cols].dropna()
     if pts.empty:
         return {}
     xs, ys = pts.iloc[:, 0].to_numpy(float), pts.iloc[:, 1].to_numpy(float)
@@ -222,6 +225,7 @@ def build_site(df: pd.DataFrame, site: Path, csv_name: str = "results.csv") -> l
             runs=provenance.to_dict("records"),
             csv=f"../{csv_name}",
             version=__version__,
+            integer_metrics=INTEGER_METRICS,
         )
         (site / page).write_text(html, encoding="utf-8")
         written.append(site / page)
