@@ -84,6 +84,12 @@ def test_joint_trains_on_everything_seen_and_is_the_upper_bound(catalog, out):
     assert joint.summary["train_flops"] > 2.5 * finetune.summary["train_flops"]
 
 
+def test_joint_task_incremental_trains_on_mixed_tasks(catalog, out):
+    # the union of tasks carries labels outside the current task's mask: they must stay allowed
+    outcome = run(catalog, "joint", out, sets={"epochs": "2"}, setting="task-incremental")
+    assert outcome.summary["avg_accuracy"] > 90
+
+
 def test_lwf_loss_is_soft_cross_entropy_on_old_classes():
     reg = LwF()
     teacher = torch.nn.Linear(4, 6)
