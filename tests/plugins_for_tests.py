@@ -55,20 +55,6 @@ class Drift(Strategy):
         return run.hook.cladapt_predict(run=run, batch=batch)
 
 
-class LabelSpy(Finetune):
-    """Records what UDA training batches carry."""
-
-    name = "test-label-spy"
-
-    @hookimpl
-    def cladapt_train_step(self, run, batch):
-        run.state.setdefault("labels", []).append(batch.y.clone())
-        run.state.setdefault("target_sizes", []).append(
-            None if batch.x_target is None else batch.x_target.shape[0]
-        )
-        return None  # fall through to the default cross-entropy step
-
-
 SENTINEL = 99  # not a valid class: it must never reach a training batch
 
 
@@ -129,7 +115,7 @@ def wrong_shape_stream(data_root=None, seed=0) -> Stream:
 
 @hookimpl
 def cladapt_register_strategies(registry):
-    for cls in (NaNLoss, InterruptAfterFirst, Drift, LabelSpy):
+    for cls in (NaNLoss, InterruptAfterFirst, Drift):
         registry.add(cls)
 
 

@@ -17,7 +17,7 @@ from cladapt.runner import RunSpec, execute
 
 
 @pytest.fixture(scope="module")
-def test_catalog():
+def extra_catalog():
     return load_catalog(["plugins_for_tests"])
 
 
@@ -72,7 +72,7 @@ def test_domain_heads():
     assert sum(isinstance(m, torch.nn.Dropout) for m in large) == 2
 
 
-def test_dann_run_never_sees_target_labels_and_anneals(test_catalog, out):
+def test_dann_run_never_sees_target_labels_and_anneals(extra_catalog, out):
     from plugins_for_tests import SENTINEL, BatchSpy
 
     spy = BatchSpy()
@@ -80,7 +80,7 @@ def test_dann_run_never_sees_target_labels_and_anneals(test_catalog, out):
         RunSpec(
             "test-uda-leak", "dann", {"epochs": "2"}, out=out, device="cpu", run_plugins=(spy,)
         ),
-        test_catalog,
+        extra_catalog,
     )
     labels = torch.cat(spy.labels)
     assert len(labels) > 0 and not (labels == SENTINEL).any() and int(labels.max()) < 10
@@ -97,11 +97,11 @@ def test_dann_run_never_sees_target_labels_and_anneals(test_catalog, out):
     )
 
 
-def test_dann_beats_source_only_on_the_noise_target(test_catalog, out):
+def test_dann_beats_source_only_on_the_noise_target(extra_catalog, out):
     sets = {"epochs": "6"}
     acc = {
         s: execute(
-            RunSpec("test-digits-uda-noise", s, sets, out=out, device="cpu"), test_catalog
+            RunSpec("test-digits-uda-noise", s, sets, out=out, device="cpu"), extra_catalog
         ).summary["target_accuracy"]
         for s in ("source-only", "dann")
     }

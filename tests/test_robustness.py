@@ -20,14 +20,14 @@ from cladapt.runner import RunSpec, execute
 
 
 @pytest.fixture(scope="module")
-def test_catalog():
+def extra_catalog():
     return load_catalog(["plugins_for_tests"])
 
 
-def test_nan_loss_stops_the_run_with_an_error_row(test_catalog, out):
+def test_nan_loss_stops_the_run_with_an_error_row(extra_catalog, out):
     spec = RunSpec("digits", "test-nan", {"epochs": "1", "check_every": "5"}, out=out, device="cpu")
     with pytest.raises(DivergenceError, match="NaN"):
-        execute(spec, test_catalog)
+        execute(spec, extra_catalog)
     df = read_results(out)
     assert len(df[df.metric == "accuracy"]) == 5  # the initial evaluation was kept
     err = df[df.row_type == "error"]
@@ -57,11 +57,11 @@ def test_nan_loss_on_the_cli_is_one_line(tmp_path):
     assert len(res.output.strip().splitlines()) == 1
 
 
-def test_interrupt_keeps_completed_evaluations(test_catalog, out):
+def test_interrupt_keeps_completed_evaluations(extra_catalog, out):
     with pytest.raises(KeyboardInterrupt):
         execute(
             RunSpec("digits", "test-interrupt", {"epochs": "1"}, out=out, device="cpu"),
-            test_catalog,
+            extra_catalog,
         )
     df = read_results(out)
     ev = df[df.metric == "accuracy"]
@@ -109,28 +109,30 @@ def test_sigint_to_the_cli_keeps_rows_and_exits_130(tmp_path):
     assert out.read_text().endswith("\n")
 
 
-def test_wrong_tensor_shape_is_a_data_error_before_any_row(test_catalog, out):
+def test_wrong_tensor_shape_is_a_data_error_before_any_row(extra_catalog, out):
     with pytest.raises(DataError, match=r"shape \(1, 28, 28\), expected \(3, 32, 32\)"):
-        execute(RunSpec("test-wrong-shape", "finetune", out=out, device="cpu"), test_catalog)
+        execute(RunSpec("test-wrong-shape", "finetune", out=out, device="cpu"), extra_catalog)
     assert not out.exists()
 
 
-def test_uda_never_feeds_target_labels(test_catalog, out):
-    outcome = execute(
-        RunSpec("test-uda-leak", "test-label-spy", out=out, device="cpu"), test_catalog
+def test_uda_never_feeds_target_labels(extra_catalog, out):
+    from plugins_for_tests import SENTINEL, BatchSpy
+
+    spy = BatchSpy()
+    execute(
+        RunSpec("test-uda-leak", "finetune", out=out, device="cpu", run_plugins=(spy,)),
+        extra_catalog,
     )
-    labels = torch.cat(outcome.run.state["labels"])
-    assert len(labels) > 0 and int(labels.max()) < 10  # the target's sentinel label never appears
-    assert set(outcome.run.state["target_sizes"]) == {
-        32
-    }  # every step had an unlabelled target batch
+    labels = torch.cat(spy.labels)
+    assert len(labels) > 0 and not (labels == SENTINEL).any()  # the target's sentinel never appears
+    assert set(spy.target_sizes) == {32}  # every step had an unlabelled target batch
 
 
-def test_episodic_resets_and_continual_does_not(test_catalog, out):
-    cont = execute(RunSpec("digits-shift", "test-drift", out=out, device="cpu"), test_catalog)
+def test_episodic_resets_and_continual_does_not(extra_catalog, out):
+    cont = execute(RunSpec("digits-shift", "test-drift", out=out, device="cpu"), extra_catalog)
     epi = execute(
         RunSpec("digits-shift", "test-drift", out=out, device="cpu", setting="episodic"),
-        test_catalog,
+        extra_catalog,
     )
     starts_c, starts_e = cont.run.state["bias_at_start"], epi.run.state["bias_at_start"]
     assert len(set(starts_e)) == 1  # every domain starts from the source model
