@@ -30,6 +30,13 @@ plugin_option = click.option(
     metavar="MODULE",
     help="extra plugin module to load; repeatable",
 )
+results_option = click.option(
+    "--results",
+    "results",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"results CSV(s) to read (default {DEFAULT_RESULTS}); repeatable",
+)
 site_option = click.option(
     "--site",
     type=click.Path(file_okay=False, path_type=Path),
@@ -292,13 +299,7 @@ def _print_leaderboard(table) -> None:
 
 
 @main.group(invoke_without_command=True)
-@click.option(
-    "--results",
-    "results",
-    multiple=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"results CSV(s) to aggregate (default {DEFAULT_RESULTS}); repeatable",
-)
+@results_option
 @click.option(
     "--format",
     "fmt",
@@ -326,13 +327,7 @@ def leaderboard(ctx: click.Context, results: tuple[Path, ...], fmt: str) -> None
 
 @leaderboard.command("build")
 @site_option
-@click.option(
-    "--results",
-    "results",
-    multiple=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"results CSV(s) (default {DEFAULT_RESULTS}); repeatable",
-)
+@results_option
 def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
     """Generate the static leaderboard site (open SITE/index.html in a browser)."""
     from cladapt.leaderboard.aggregate import load

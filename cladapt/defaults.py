@@ -11,13 +11,18 @@ from cladapt.context import Run
 from cladapt.hookspecs import hookimpl
 
 
+def cross_entropy_step(run: Run, batch: Batch, class_mask: torch.Tensor | None) -> StepOutput:
+    """Cross-entropy of ``run.model`` on a labelled batch, logits masked to ``class_mask``."""
+    logits = mask_logits(run.model(batch.x), class_mask)
+    return StepOutput(loss=F.cross_entropy(logits.float(), batch.y), logits=logits)
+
+
 class DefaultBehaviour:
     """Cross-entropy training, eval-mode prediction, predict-only adaptation, snapshot reset."""
 
     @hookimpl(trylast=True)
     def cladapt_train_step(self, run: Run, batch: Batch) -> StepOutput:
-        logits = mask_logits(run.model(batch.x), batch.class_mask)
-        return StepOutput(loss=F.cross_entropy(logits.float(), batch.y), logits=logits)
+        return cross_entropy_step(run, batch, batch.class_mask)
 
     @hookimpl(trylast=True)
     def cladapt_predict(self, run: Run, batch: Batch) -> torch.Tensor:

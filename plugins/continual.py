@@ -30,6 +30,7 @@ from cladapt.batch import Batch, StepOutput, mask_logits
 from cladapt.config import param
 from cladapt.context import Run
 from cladapt.data.batching import concat_datasets
+from cladapt.defaults import cross_entropy_step
 from cladapt.hookspecs import hookimpl
 from cladapt.models.features import feature_dim, features
 from cladapt.optim import make_optimizer
@@ -83,8 +84,7 @@ class Joint(Independent):
             mask = torch.zeros_like(mask)
             for e in self.seen(run):
                 mask[e.classes] = True
-        logits = mask_logits(run.model(batch.x), mask)
-        return StepOutput(loss=F.cross_entropy(logits.float(), batch.y), logits=logits)
+        return cross_entropy_step(run, batch, mask)
 
 
 @dataclass

@@ -271,6 +271,15 @@ def build_nevis(
     return Stream(experiences=exps, notes=notes, **common)
 
 
+def _scenario_dataset(d: dict[str, Any], data_root: str | None, download: bool):
+    """(train, test, class names, image size) of a scenario's ``dataset`` spec."""
+    from cladapt.data.scenarios import open_dataset
+
+    size = int(d.get("image_size", 32))
+    root = Path(data_root).expanduser() if data_root else None
+    return (*open_dataset(d["dataset"], root, size, download), size)
+
+
 def build_split_classes(
     name: str,
     d: dict[str, Any],
@@ -278,11 +287,9 @@ def build_split_classes(
     seed: int = 0,
     download: bool = False,
 ) -> Stream:
-    from cladapt.data.scenarios import open_dataset, split_by_classes
+    from cladapt.data.scenarios import split_by_classes
 
-    size = int(d.get("image_size", 32))
-    root = Path(data_root).expanduser() if data_root else None
-    train, test, names = open_dataset(d["dataset"], root, size, download)
+    train, test, names, size = _scenario_dataset(d, data_root, download)
     tasks, order = split_by_classes(
         train, test, len(names), int(d["tasks"]), int(d.get("class_order_seed", 0))
     )
@@ -304,11 +311,9 @@ def build_rotated_domains(
     seed: int = 0,
     download: bool = False,
 ) -> Stream:
-    from cladapt.data.scenarios import open_dataset, rotated
+    from cladapt.data.scenarios import rotated
 
-    size = int(d.get("image_size", 32))
-    root = Path(data_root).expanduser() if data_root else None
-    train, test, names = open_dataset(d["dataset"], root, size, download)
+    train, test, names, size = _scenario_dataset(d, data_root, download)
     exps = [
         Experience(
             name=f"rot{a}",
