@@ -376,15 +376,24 @@ def bench(suite, seeds, out, site, append, device, only, plugins):
     catalog = _catalog(plugins)
     for name in only:
         catalog.strategies.get(name)  # unknown names fail here, with a suggestion
+    unavailable = {
+        s.name: ", ".join(missing)
+        for s in catalog.strategies
+        if (missing := missing_requirements(s.factory))
+    }
     jobs = [
         (stream.name, strategy.name, seed)
         for stream in catalog.streams
         if stream.extra.get("embedded")
         and (suite == "embedded-all" or stream.extra.get("quick", True))
         for strategy in catalog.strategies
-        if stream.protocols[0] in strategy.protocols and (not only or strategy.name in only)
+        if stream.protocols[0] in strategy.protocols
+        and (not only or strategy.name in only)
+        and strategy.name not in unavailable
         for seed in range(seeds)
     ]
+    for name, missing in unavailable.items():
+        err_console.print(f"skipping {name}: needs {missing} (optional extra)", highlight=False)
     if out.exists() and not append:
         out.unlink()
     failures = []
@@ -415,6 +424,164 @@ def bench(suite, seeds, out, site, append, device, only, plugins):
         err_console.print(f"[red]failed:[/] {line}", highlight=False)
     if failures:
         sys.exit(1)
+
+
+def missing_requirements(strategy_cls) -> list[str]:
+    """Modules a strategy needs (``Strategy.requires``) that are not installed."""
+    import importlib.util
+
+    return [m for m in getattr(strategy_cls, "requires", ()) if importlib.util.find_spec(m) is None]
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@main.command()
+@click.option("--streams", required=True, help="comma-separated stream names")
+@click.option("--strategies", required=True, help="comma-separated strategy names")
+@click.option("--seeds", default="0", show_default=True, help="comma-separated seeds")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="parameters for every run")
+@click.option("--model", default=None, help="model for every run (default: each stream's)")
+@click.option("--setting", default=None, help="protocol setting for every run")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-root", default=None, type=click.Path(file_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_RESULTS,
+    show_default=True,
+)
+@click.option(
+    "--address", default=None, help="an existing Ray cluster (default: start one locally)"
+)
+@click.option(
+    "--workers", type=click.IntRange(1), default=None, help="local Ray workers (default: all cores)"
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "ray", "sequential"]),
+    default="auto",
+    show_default=True,
+    help="auto: Ray if installed (pip install 'cladapt[ray]'), else in-process",
+)
+@plugin_option
+def sweep(
+    streams,
+    strategies,
+    seeds,
+    sets,
+    model,
+    setting,
+    device,
+    data_root,
+    out,
+    address,
+    workers,
+    backend,
+    plugins,
+):
+    """Run a grid of runs (streams x strategies x seeds) on Ray; finished runs are skipped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cladapt.runner import RunSpec
+    from cladapt.sweep import label, plan, ray_available
+    from cladapt.sweep import sweep as run_sweep
+
+    catalog = _catalog(plugins)
+    stream_names, strategy_names = _names(streams), _names(strategies)
+    for name in stream_names:
+        catalog.streams.get(name)  # unknown names fail before anything runs
+    for name in strategy_names:
+        catalog.strategies.get(name)
+    try:
+        seed_list = [int(s) for s in _names(seeds)]
+    except ValueError:
+        raise CladaptError(f"--seeds must be integers separated by commas, got {seeds!r}") from None
+    if backend == "ray" and not ray_available():
+        raise CladaptError("--backend ray needs Ray: pip install 'cladapt[ray]'")
+    if address and not ray_available():
+        raise CladaptError("--address needs Ray: pip install 'cladapt[ray]'")
+    base = RunSpec(
+        stream="",
+        strategy="",
+        sets=parse_assignments(sets),
+        device=device,
+        out=out.resolve(),
+        setting=setting,
+        model=model,
+        data_root=data_root,
+        plugins=tuple(plugins),
+    )
+    jobs, skipped = plan(stream_names, strategy_names, seed_list, base)
+    if backend != "ray" and (backend == "sequential" or not ray_available()):
+        err_console.print(
+            "Ray is not installed: running the sweep sequentially in this process "
+            "(pip install 'cladapt[ray]' for parallel runs)",
+            highlight=False,
+        )
+    counts = {"done": 0, "failed": 0, "running": 0}
+    failures: list[str] = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err_console) as progress:
+        task = progress.add_task("sweep", total=len(jobs))
+
+        def on_event(event, job, message):
+            if event == "start":
+                counts["running"] += 1
+            else:
+                counts["running"] -= 1
+                counts[event] += 1
+                progress.advance(task)
+                if event == "failed":
+                    failures.append(f"{label(job)}: {message}")
+            progress.update(
+                task,
+                description=f"done {counts['done']}  failed {counts['failed']}  "
+                f"running {counts['running']}",
+            )
+
+        used = run_sweep(jobs, on_event, backend, address, workers)
+    console.print(
+        f"{len(jobs)} runs ({used}), {counts['done']} done, {counts['failed']} failed, "
+        f"{len(skipped)} skipped (already in {out})",
+        highlight=False,
+    )
+    for line in failures:
+        err_console.print(f"[red]failed:[/] {line}", highlight=False)
+    if failures:
+        sys.exit(1)
+
+
+@main.command(name="new-plugin")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "parent",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="where to create the package directory",
+)
+def new_plugin(name: str, parent: Path) -> None:
+    """Scaffold a third-party plugin package (one strategy, one stream, a test)."""
+    from cladapt.scaffold import names
+    from cladapt.scaffold import new_plugin as scaffold
+
+    root = scaffold(name, parent)
+    n = names(name)
+    console.print(
+        f"created {root}\n  pip install -e '{root}[test]'\n"
+        f"  cladapt run --stream {n['stream']} --strategy {n['strategy']}\n"
+        "  see docs/writing-a-plugin.md",
+        highlight=False,
+        markup=False,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

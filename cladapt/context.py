@@ -50,6 +50,8 @@ class Run:
     generator: torch.Generator = field(default_factory=torch.Generator)
     progress: Any = field(default_factory=NullProgress)
     state: dict[str, Any] = field(default_factory=dict)
+    # one-off, cached preparation (e.g. a warm-up on source data): not charged to wall time
+    untimed_s: float = 0.0
 
     def autocast(self) -> AbstractContextManager:
         """Mixed precision where ``--set amp`` allows it (bf16 on CUDA by default)."""

@@ -28,6 +28,10 @@ BUILTIN_PLUGINS = (
     "cladapt.plugins.dann",
     "cladapt.plugins.continual",
     "cladapt.plugins.regularizers",
+    "cladapt.plugins.tta",
+    "cladapt.plugins.ecotta",
+    "cladapt.plugins.vida",
+    "cladapt.plugins.avalanche_bridge",
     "cladapt.streams.builtin",
 )
 

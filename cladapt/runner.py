@@ -26,7 +26,7 @@ from cladapt.errors import CladaptError, ConfigError, DataError, UnknownNameErro
 from cladapt.hookspecs import hookimpl
 from cladapt.manager import Catalog, load_catalog, run_manager
 from cladapt.models.checkpoints import load_into
-from cladapt.models.factory import check_model_name, create_model
+from cladapt.models.factory import Normalized, check_model_name, create_model
 from cladapt.models.source import get_source_model
 from cladapt.progress import NullProgress
 from cladapt.protocols import PROTOCOLS, ProtocolResult
@@ -151,23 +151,27 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
     excluded_s = [0.0]
 
     def build() -> torch.nn.Module:
-        return create_model(
+        model = create_model(
             catalog.models, model_name, stream.num_classes, stream.input_shape, spec.pretrained
         )
+        if stream.normalization is not None:
+            model = Normalized(model, *stream.normalization)
+        return model
 
     def make_model() -> torch.nn.Module:
         torch.manual_seed(spec.seed)
         model = build()
-        if spec.checkpoint:
-            load_into(model, spec.checkpoint)
+        if spec.checkpoint:  # a plain model's weights, also for streams that add normalisation
+            load_into(model.model if isinstance(model, Normalized) else model, spec.checkpoint)
         return model.to(device)
 
     def source_model() -> torch.nn.Module:
-        if spec.checkpoint:
+        if spec.checkpoint or (stream.source is None and spec.pretrained):
             return make_model()
         if stream.source is None:
             raise CladaptError(
-                f"stream {stream.name!r} has no source data; pass --checkpoint with a source model"
+                f"stream {stream.name!r} has no source data; pass --pretrained (a model trained "
+                "on the source distribution, e.g. timm ImageNet weights) or --checkpoint PATH"
             )
 
         # a one-off, cached cost shared by all strategies: not charged to this run's wall time
@@ -236,7 +240,7 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         pm.hook.cladapt_teardown(run=run, status=status)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    wall = time.perf_counter() - start - excluded_s[0]
+    wall = time.perf_counter() - start - excluded_s[0] - run.untimed_s
     peak, peak_kind = peak_memory_mb(device)
     summary = dict(result.headline)
     summary |= {

@@ -26,6 +26,8 @@ class Strategy:
     regularizers: ClassVar[tuple[str, ...]] = ()
     # cap on training epochs per experience (e.g. 1 for class means); None: the protocol's
     max_epochs: ClassVar[int | None] = None
+    # importable modules the strategy needs (an optional extra); `cladapt bench` skips it without
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Any | None = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()

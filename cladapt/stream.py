@@ -6,6 +6,7 @@ protocols, a labelled source experience the source model is trained on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,8 @@ class Experience:
     unlabelled: Dataset | None = None
     classes: list[int] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # the same domain at another severity 1..5 (corruption streams; the ``gradual`` setting)
+    at_severity: Callable[[int], Dataset] | None = None
 
 
 @dataclass
@@ -49,6 +52,8 @@ class Stream:
     notes: list[str] = field(
         default_factory=list
     )  # e.g. which tasks were skipped, shown by the CLI
+    # (mean, std) the model normalises its [0, 1] input with (pretrained ImageNet models)
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @property
     def num_classes(self) -> int:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from torch import nn
-
+from cladapt.adaptation import batch_statistics
 from cladapt.config import param
 from cladapt.context import Run
 from cladapt.hookspecs import hookimpl
@@ -47,18 +46,6 @@ class Source(Strategy):
     protocols = ("test_time",)
 
 
-def use_batch_statistics(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """Make every BatchNorm layer normalise with the current batch's statistics, in train and
-    eval mode alike (running statistics removed, as in Tent's ``configure_model``)."""
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in layers:
-        m.train()
-        m.track_running_stats = False
-        m.running_mean = None
-        m.running_var = None
-    return layers
-
-
 class BNAdapt(Strategy):
     """Test-time BN adaptation: normalise with each test batch's statistics, no parameter updates.
 
@@ -73,7 +60,7 @@ class BNAdapt(Strategy):
     @hookimpl
     def cladapt_setup(self, run: Run) -> None:
         run.model.requires_grad_(False)
-        if not use_batch_statistics(run.model):
+        if not batch_statistics(run.model):
             from cladapt.errors import ConfigError
 
             raise ConfigError(

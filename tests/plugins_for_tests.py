@@ -124,6 +124,16 @@ def cladapt_register_streams(registry):
     registry.add("test-uda-leak", uda_leak_stream, protocol="uda")
     registry.add("test-wrong-shape", wrong_shape_stream, protocol="continual")
     registry.add("test-digits-uda-noise", noise_only_uda_stream, protocol="uda")
+    registry.add("test-digits-c3", digits_c3_stream, protocol="test_time")
+
+
+def digits_c3_stream(data_root=None, seed=0) -> Stream:
+    """digits-c restricted to three corruptions (fast tests of the test-time settings)."""
+    from cladapt.streams.builtin import build_digits_corruptions, definitions
+
+    d = dict(definitions()["digits-c"])
+    d["corruptions"] = ["gaussian_noise", "shot_noise", "fog"]
+    return build_digits_corruptions("test-digits-c3", d)
 
 
 class BatchSpy:

@@ -26,6 +26,12 @@ def _on_device(ds: TensorDataset, device: torch.device) -> tuple[torch.Tensor, .
     return per_device[str(device)]
 
 
+def as_float_images(x: torch.Tensor) -> torch.Tensor:
+    """uint8 image tensors (kept that way in memory: 4x smaller, 4x less to copy to the GPU)
+    become floats in [0, 1] on the device."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
 def num_batches(ds: Dataset, batch_size: int, drop_last: bool = False) -> int:
     n = len(ds)  # type: ignore[arg-type]
     return n // batch_size if drop_last else -(-n // batch_size)
@@ -52,7 +58,7 @@ def iterate(
             else:
                 idx = order[start : start + batch_size]
                 parts = [t.index_select(0, idx) for t in tensors]
-            yield parts[0], (parts[1] if len(parts) > 1 else None)
+            yield as_float_images(parts[0]), (parts[1] if len(parts) > 1 else None)
         return
     loader = DataLoader(
         ds,
@@ -65,7 +71,7 @@ def iterate(
     )
     for item in loader:
         if isinstance(item, (tuple, list)):
-            x = item[0].to(device, non_blocking=True)
+            x = as_float_images(item[0].to(device, non_blocking=True))
             y = item[1].to(device, non_blocking=True) if len(item) > 1 else None
         else:
             x, y = item.to(device, non_blocking=True), None

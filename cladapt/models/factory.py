@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from cladapt.errors import CladaptError, DataError, UnknownNameError
@@ -53,3 +54,28 @@ def check_model_name(registry: ModelRegistry, name: str) -> None:
 
     if not timm.is_model(name.removeprefix("timm:")):
         raise UnknownNameError("model", name, registry.names())
+
+
+class Normalized(nn.Module):
+    """``model((x - mean) / std)`` for inputs in [0, 1] (streams whose images stay in [0, 1], so
+    that augmentations and corruptions work in pixel space); timm's forward_features /
+    forward_head / get_classifier pass through."""
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.num_features = getattr(model, "num_features", None)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features((x - self.mean) / self.std)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.model.forward_head(x, pre_logits=pre_logits)
+
+    def get_classifier(self) -> nn.Module:
+        return self.model.get_classifier()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)

@@ -1,25 +1,37 @@
 """Online test-time adaptation: predict-then-adapt on each test batch, domain after domain.
 
 The model starts as the stream's source model (trained on the labelled source data and cached,
-or ``--checkpoint``). The strategy sees only images: labels stay inside the protocol and are used
-for scoring the logits ``cladapt_adapt`` returns. Settings: ``continual`` (never reset between
-domains; the default) and ``episodic`` (``cladapt_reset`` before every domain but the first).
+or ``--checkpoint``, or a ``--pretrained`` model for streams without source data). The strategy
+sees only images: labels stay inside the protocol and are used for scoring the logits
+``cladapt_adapt`` returns. Settings:
+
+- ``continual`` (default): domains in sequence, never reset.
+- ``episodic``: ``cladapt_reset`` before every domain but the first.
+- ``gradual``: each domain at severities 1, 2, 3, 4, 5, 4, 3, 2, 1 in turn (CoTTA's gradual
+  benchmark; streams whose experiences offer ``at_severity``); one error per (domain, severity).
+- ``mixed``: all domains' test images shuffled into one pass; error reported per domain.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from torch.utils.data import Dataset, TensorDataset
 
 from cladapt import metrics
 from cladapt.batch import Batch
 from cladapt.config import param
 from cladapt.context import Run
-from cladapt.data.batching import iterate, num_batches
+from cladapt.data.batching import concat_datasets, iterate, num_batches
+from cladapt.errors import ConfigError
 from cladapt.protocols.base import ProtocolResult
 from cladapt.results import Record
+from cladapt.stream import Experience
+
+GRADUAL_SEVERITIES = (1, 2, 3, 4, 5, 4, 3, 2, 1)
 
 
 @dataclass
@@ -31,42 +43,103 @@ class TestTimeConfig:
     )
 
 
+def _tag_domains(datasets: list[Dataset], num_classes: int) -> Dataset:
+    """One dataset whose label encodes (domain, class) as domain * num_classes + class."""
+    from cladapt.data.nevis import OffsetTargets
+
+    tagged = [
+        TensorDataset(ds.tensors[0], ds.tensors[1] + d * num_classes)
+        if isinstance(ds, TensorDataset)
+        else OffsetTargets(ds, d * num_classes)
+        for d, ds in enumerate(datasets)
+    ]
+    return concat_datasets(tagged)
+
+
 class TestTimeProtocol:
     name = "test_time"
     Config = TestTimeConfig
-    settings = ("continual", "episodic")
+    settings = ("continual", "episodic", "gradual", "mixed")
 
     def run(self, run: Run) -> ProtocolResult:
-        cfg: TestTimeConfig = run.params
         run.model = run.source_model()
         run.hook.cladapt_setup(run=run)
         if run.setting == "episodic":
             run.snapshot()
-        errors: dict[str, float] = {}
-        for i, exp in enumerate(run.stream.experiences):
-            if run.setting == "episodic" and i > 0:
-                run.hook.cladapt_reset(run=run)
-            run.experience, run.experience_index = exp, i
-            run.hook.cladapt_before_experience(run=run, experience=exp)
-            correct = torch.zeros((), dtype=torch.long, device=run.device)
-            total = 0
-            batches = iterate(
-                exp.test, cfg.batch_size, run.device, shuffle=cfg.shuffle, generator=run.generator
-            )
-            for x, y in run.progress.track(
-                batches, num_batches(exp.test, cfg.batch_size), f"adapt {exp.name}"
-            ):
-                logits = run.hook.cladapt_adapt(run=run, batch=Batch(x=x))
-                correct += (logits.argmax(1) == y).sum()
-                total += len(y)
-                run.images_seen += len(y)
-            run.hook.cladapt_after_experience(run=run, experience=exp)
-            error = 100.0 - float(correct) * 100.0 / max(total, 1)
-            errors[exp.name] = error
-            run.hook.cladapt_evaluated(
-                run=run,
-                records=[Record("error", error, trained_upto=exp.name, eval_experience=exp.name)],
-            )
+        if run.setting == "mixed":
+            errors = self._mixed(run)
+        else:
+            errors = {}
+            for i, (exp, data, label) in enumerate(self._phases(run)):
+                if run.setting == "episodic" and i > 0:
+                    run.hook.cladapt_reset(run=run)
+                errors[label] = self._adapt_on(run, exp, i, data, label)
         return ProtocolResult(
             headline={"mean_error": metrics.mean_error(errors)}, tables={"errors": errors}
         )
+
+    def _phases(self, run: Run) -> Iterator[tuple[Experience, Dataset, str]]:
+        for exp in run.stream.experiences:
+            if run.setting != "gradual":
+                yield exp, exp.test, exp.name
+                continue
+            if exp.at_severity is None:
+                raise ConfigError(
+                    f"stream {run.stream.name!r} has no severity levels: "
+                    "the gradual setting needs a corruption stream"
+                )
+            for s in GRADUAL_SEVERITIES:
+                yield exp, exp.at_severity(s), f"{exp.name}@{s}"
+
+    def _batches(self, run: Run, data: Dataset, label: str):
+        cfg: TestTimeConfig = run.params
+        batches = iterate(
+            data, cfg.batch_size, run.device, shuffle=cfg.shuffle, generator=run.generator
+        )
+        return run.progress.track(batches, num_batches(data, cfg.batch_size), f"adapt {label}")
+
+    def _adapt_on(self, run: Run, exp: Experience, i: int, data: Dataset, label: str) -> float:
+        run.experience, run.experience_index = exp, i
+        run.hook.cladapt_before_experience(run=run, experience=exp)
+        correct = torch.zeros((), dtype=torch.long, device=run.device)
+        total = 0
+        for x, y in self._batches(run, data, label):
+            logits = run.hook.cladapt_adapt(run=run, batch=Batch(x=x))
+            correct += (logits.argmax(1) == y).sum()
+            total += len(y)
+            run.images_seen += len(y)
+        run.hook.cladapt_after_experience(run=run, experience=exp)
+        error = 100.0 - float(correct) * 100.0 / max(total, 1)
+        run.hook.cladapt_evaluated(
+            run=run, records=[Record("error", error, trained_upto=label, eval_experience=label)]
+        )
+        return error
+
+    def _mixed(self, run: Run) -> dict[str, float]:
+        exps = run.stream.experiences
+        c, d = run.stream.num_classes, len(exps)
+        data = _tag_domains([e.test for e in exps], c)
+        mixed = Experience(name="mixed", kind="domain", test=data)
+        run.experience, run.experience_index = mixed, 0
+        run.hook.cladapt_before_experience(run=run, experience=mixed)
+        correct = torch.zeros(d, dtype=torch.long, device=run.device)
+        total = torch.zeros(d, dtype=torch.long, device=run.device)
+        for x, tag in self._batches(run, data, "mixed domains"):
+            domain, y = tag // c, tag % c
+            logits = run.hook.cladapt_adapt(run=run, batch=Batch(x=x))
+            correct.index_add_(0, domain, (logits.argmax(1) == y).long())
+            total.index_add_(0, domain, torch.ones_like(domain))
+            run.images_seen += len(y)
+        run.hook.cladapt_after_experience(run=run, experience=mixed)
+        errors = {
+            e.name: 100.0 - 100.0 * float(k) / max(int(n), 1)
+            for e, k, n in zip(exps, correct.tolist(), total.tolist(), strict=True)
+        }
+        run.hook.cladapt_evaluated(
+            run=run,
+            records=[
+                Record("error", v, trained_upto="mixed", eval_experience=k)
+                for k, v in errors.items()
+            ],
+        )
+        return errors

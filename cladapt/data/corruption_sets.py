@@ -1,0 +1,97 @@
+"""Corruption benchmark data: the released CIFAR-10-C / CIFAR-100-C / ImageNet-C files, and the
+embedded digits-C built with :mod:`cladapt.data.corruptions`.
+
+Formats (as released by Hendrycks & Dietterich):
+
+- CIFAR-10-C / CIFAR-100-C: ``<root>/<corruption>.npy``, uint8 (50000, 32, 32, 3) = severities
+  1..5 x 10 000 test images in order, and ``<root>/labels.npy`` (50000,).
+- ImageNet-C: ``<root>/<corruption>/<severity>/<wnid>/*.JPEG`` (224 x 224), 50 000 per severity.
+  The common 5 000-image subset: RobustBench's list ``imagenet_test_image_ids.txt`` (lines
+  ``<wnid>/<file>``) if it is found in the data root, else a fixed seeded choice of the same
+  5 000 files for every corruption.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from cladapt.data.corruptions import corrupt_dataset_tensor
+from cladapt.errors import DataError
+
+IMAGES_PER_SEVERITY = 10_000
+
+
+def find_dir(root: Path, candidates: list[str], probe: str) -> Path:
+    """The first of ``root/<candidate>`` (or root itself) that contains ``probe``."""
+    for d in [root / c for c in candidates] + [root]:
+        if (d / probe).exists():
+            return d
+    tried = ", ".join(str(root / c) for c in candidates)
+    raise DataError(f"{probe} not found under {root} (looked in {tried} and {root})")
+
+
+def cifar_c(directory: Path, corruption: str, severity: int, n_examples: int) -> TensorDataset:
+    """One (corruption, severity) of CIFAR-10-C / CIFAR-100-C as uint8 images + labels."""
+    path = directory / f"{corruption}.npy"
+    if not path.is_file():
+        raise DataError(f"missing {path} (CIFAR-C layout: <corruption>.npy + labels.npy)")
+    images = np.load(path, mmap_mode="r")
+    labels = np.load(directory / "labels.npy", mmap_mode="r")
+    if images.ndim != 4 or images.shape[0] % 5 or images.shape[-1] != 3:
+        raise DataError(f"{path}: expected (5*N, H, W, 3) uint8, got {images.shape}")
+    per = images.shape[0] // 5
+    n = min(n_examples, per)
+    lo = (severity - 1) * per
+    x = torch.from_numpy(np.array(images[lo : lo + n])).permute(0, 3, 1, 2)
+    y = torch.from_numpy(np.array(labels[lo : lo + n], dtype=np.int64))
+    return TensorDataset(x.contiguous(), y)
+
+
+def _subset_ids(root: Path) -> list[str] | None:
+    for candidate in (
+        root / "imagenet_test_image_ids.txt",
+        root.parent / "imagenet_test_image_ids.txt",
+    ):
+        if candidate.is_file():
+            return [ln.strip() for ln in candidate.read_text().splitlines() if ln.strip()]
+    return None
+
+
+def imagenet_c(
+    directory: Path, corruption: str, severity: int, n_examples: int | None, size: int = 224
+) -> Dataset:
+    """One (corruption, severity) of ImageNet-C as a torchvision ImageFolder in [0, 1]."""
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    folder = directory / corruption / str(severity)
+    if not folder.is_dir():
+        raise DataError(f"missing {folder} (ImageNet-C layout: <corruption>/<severity>/<wnid>/)")
+    tf = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()])
+    ds = ImageFolder(str(folder), transform=tf)
+    if n_examples is None or n_examples >= len(ds):
+        return ds
+    ids = _subset_ids(directory)
+    if ids is not None:
+        index = {str(Path(p).relative_to(folder)): i for i, (p, _) in enumerate(ds.samples)}
+        chosen = [index[i] for i in ids if i in index][:n_examples]
+    else:
+        g = torch.Generator().manual_seed(0)  # the same files for every corruption
+        chosen = sorted(torch.randperm(len(ds), generator=g)[:n_examples].tolist())
+    return Subset(ds, chosen)
+
+
+@functools.lru_cache(maxsize=128)
+def digits_c(corruption: str, severity: int) -> TensorDataset:
+    """The digits test split under one corruption, seeded by (corruption, severity)."""
+    from cladapt.data.digits import digits_split
+
+    x, y = digits_split()[1].tensors
+    seed = zlib.crc32(f"digits-c/{corruption}/{severity}".encode())
+    return TensorDataset(corrupt_dataset_tensor(x, corruption, severity, seed), y)

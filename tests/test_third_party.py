@@ -1,0 +1,242 @@
+"""Third-party plugins for real: the example package through its entry point, the new-plugin
+scaffold, the Avalanche bridge, and sweeps (Ray and sequential)."""
+
+import multiprocessing as mp
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cladapt.results import append_rows, read_results
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "cladapt-plugin-example"
+
+
+def _pip_target(src: Path, target: Path) -> None:
+    """Install a plugin package into ``target`` (no deps: cladapt is already here)."""
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope="module")
+def example_installed(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("example-site")
+    _pip_target(EXAMPLE, target)
+    return target
+
+
+def test_example_plugin_is_discovered_through_its_entry_point(example_installed, run_cli, tmp_path):
+    env = {"PYTHONPATH": str(example_installed)}
+    r = run_cli("list", "strategies", env=env)
+    assert r.returncode == 0 and "bn-ema" in r.stdout and "example" in r.stdout
+    assert "bn-ema" not in run_cli("list", "strategies").stdout  # not there without the package
+    out = tmp_path / "r.csv"
+    for strategy in ("source", "bn-ema"):
+        r = run_cli(
+            "run",
+            "--stream",
+            "digits-inverted",
+            "--strategy",
+            strategy,
+            "--out",
+            str(out),
+            "-q",
+            env=env,
+        )
+        assert r.returncode == 0, r.stderr
+    df = read_results(out)
+    err = df[(df.row_type == "summary") & (df.metric == "mean_error")].set_index("strategy").value
+    assert err["bn-ema"] < err["source"]
+
+
+def test_new_plugin_scaffold_installs_and_runs(tmp_path, run_cli):
+    r = run_cli("new-plugin", "my-method", "--dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    pkg = tmp_path / "cladapt-my-method"
+    assert (pkg / "src" / "cladapt_my_method" / "__init__.py").is_file()
+    assert "[test]" in r.stdout
+    site = tmp_path / "site"
+    _pip_target(pkg, site)
+    r = run_cli(
+        "run",
+        "--stream",
+        "my-method-digits",
+        "--strategy",
+        "my-method-finetune",
+        "--out",
+        str(tmp_path / "r.csv"),
+        "-q",
+        env={"PYTHONPATH": str(site)},
+    )
+    assert r.returncode == 0, r.stderr
+    assert "avg_accuracy" in r.stdout
+    again = run_cli("new-plugin", "my-method", "--dir", str(tmp_path))
+    assert again.returncode != 0 and "already exists" in again.stderr
+    bad = run_cli("new-plugin", "9lives", "--dir", str(tmp_path))
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_avalanche_strategies_are_scored_by_cladapt(catalog, out):
+    pytest.importorskip("avalanche", reason="the avalanche extra is not installed")
+    from cladapt.runner import RunSpec, execute
+
+    for strategy in ("avl-naive", "avl-lwf", "avl-agem", "avl-replay"):
+        spec = RunSpec("digits", strategy, {"epochs": "2"}, out=out, device="cpu")
+        R = execute(spec, catalog).result.tables["accuracy_matrix"]
+        assert R.shape == (6, 5)
+        assert R[1, 0] > 60, strategy  # it learned task 0 (chance: 10 % over all classes)
+        assert R[-1, -1] > 60, strategy  # and the last one
+    df = read_results(out)
+    for strategy in ("avl-naive", "avl-lwf", "avl-agem", "avl-replay"):
+        assert "avg_accuracy" in set(df[df.strategy == strategy].metric)
+
+
+def test_avalanche_missing_is_a_one_line_error(run_cli, tmp_path):
+    # a sitecustomize that hides avalanche, as on an install without the extra
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\nclass _Block:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'avalanche':\n"
+        "            raise ImportError('No module named avalanche')\n"
+        "sys.meta_path.insert(0, _Block())\n"
+    )
+    r = run_cli(
+        "run",
+        "--stream",
+        "digits",
+        "--strategy",
+        "avl-ewc",
+        "--out",
+        str(tmp_path / "r.csv"),
+        env={"PYTHONPATH": str(hide)},
+    )
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "cladapt[avalanche]" in r.stderr
+
+
+def _writer(path: str, worker: int, n: int) -> None:
+    for i in range(n):
+        append_rows(
+            path,
+            [
+                {
+                    "run_id": f"w{worker}",
+                    "row_type": "eval",
+                    "metric": "m",
+                    "value": float(i),
+                    "note": "x" * 200,
+                }
+                for _ in range(5)
+            ],
+        )
+
+
+def test_concurrent_writers_lose_no_row(tmp_path):
+    path = str(tmp_path / "r.csv")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    df = read_results(path)
+    assert len(df) == 4 * 40 * 5
+    assert df.groupby("run_id").size().to_dict() == {f"w{w}": 200 for w in range(4)}
+    assert (df.note.str.len() == 200).all()  # no torn rows
+
+
+def _sweep(run_cli, out, *extra):
+    return run_cli(
+        "sweep",
+        "--streams",
+        "digits-shift",
+        "--strategies",
+        "source,bn-adapt",
+        "--seeds",
+        "0,1",
+        "--set",
+        "batch_size=128",
+        "--out",
+        str(out),
+        *extra,
+    )
+
+
+def test_sweep_on_two_ray_workers_runs_each_run_once_and_skips_on_rerun(run_cli, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    out = tmp_path / "r.csv"
+    r = _sweep(run_cli, out, "--backend", "ray", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert "4 runs (ray), 4 done, 0 failed, 0 skipped" in r.stdout
+    df = read_results(out)
+    summaries = df[(df.row_type == "summary") & (df.metric == "mean_error")]
+    assert len(summaries) == 4
+    assert sorted(zip(summaries.strategy, summaries.seed, strict=True)) == [
+        ("bn-adapt", 0),
+        ("bn-adapt", 1),
+        ("source", 0),
+        ("source", 1),
+    ]
+    assert (df[df.row_type == "eval"].groupby("run_id").size() == 5).all()  # 5 domains each
+    rows = len(df)
+    again = _sweep(run_cli, out, "--backend", "ray", "--workers", "2")
+    assert again.returncode == 0 and "0 runs" in again.stdout and "4 skipped" in again.stdout
+    assert len(read_results(out)) == rows
+    # a different swept value is a different run key
+    other = run_cli(
+        "sweep",
+        "--streams",
+        "digits-shift",
+        "--strategies",
+        "source",
+        "--seeds",
+        "0",
+        "--set",
+        "batch_size=64",
+        "--out",
+        str(out),
+        "--backend",
+        "sequential",
+    )
+    assert "1 runs (sequential), 1 done" in other.stdout
+
+
+def test_sequential_sweep_records_failures_and_goes_on(run_cli, tmp_path):
+    out = tmp_path / "r.csv"
+    r = run_cli(
+        "sweep",
+        "--streams",
+        "digits-shift",
+        "--strategies",
+        "source,bn-adapt",
+        "--seeds",
+        "0",
+        "--set",
+        "batch_size=-5",
+        "--out",
+        str(out),
+        "--backend",
+        "sequential",
+    )
+    assert r.returncode == 1 and "2 failed" in r.stdout and "Traceback" not in r.stderr
+    r2 = run_cli("sweep", "--streams", "digits-shift", "--strategies", "nope", "--out", str(out))
+    assert r2.returncode != 0 and "unknown strategy" in r2.stderr
