@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cladapt import __version__
@@ -47,7 +48,8 @@ site_option = click.option(
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escaped: messages such as "pip install 'cladapt[ray]'" must print as written
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -421,7 +423,7 @@ def bench(suite, seeds, out, site, append, device, only, plugins):
         highlight=False,
     )
     for line in failures:
-        err_console.print(f"[red]failed:[/] {line}", highlight=False)
+        err_console.print(f"[red]failed:[/] {escape(line)}", highlight=False)
     if failures:
         sys.exit(1)
 
@@ -514,10 +516,12 @@ def sweep(
         plugins=tuple(plugins),
     )
     jobs, skipped = plan(stream_names, strategy_names, seed_list, base)
-    if backend != "ray" and (backend == "sequential" or not ray_available()):
+    if backend == "sequential":
+        err_console.print("running the sweep sequentially in this process", highlight=False)
+    elif backend == "auto" and not ray_available():
         err_console.print(
             "Ray is not installed: running the sweep sequentially in this process "
-            "(pip install 'cladapt[ray]' for parallel runs)",
+            "(pip install 'cladapt\\[ray]' for parallel runs)",
             highlight=False,
         )
     counts = {"done": 0, "failed": 0, "running": 0}
@@ -553,7 +557,7 @@ def sweep(
         highlight=False,
     )
     for line in failures:
-        err_console.print(f"[red]failed:[/] {line}", highlight=False)
+        err_console.print(f"[red]failed:[/] {escape(line)}", highlight=False)
     if failures:
         sys.exit(1)
 

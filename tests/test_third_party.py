@@ -102,7 +102,7 @@ def test_avalanche_strategies_are_scored_by_cladapt(catalog, out):
         R = execute(spec, catalog).result.tables["accuracy_matrix"]
         assert R.shape == (6, 5)
         assert R[1, 0] > 60, strategy  # it learned task 0 (chance: 10 % over all classes)
-        assert R[-1, -1] > 60, strategy  # and the last one
+        assert R[-1, -1] > 40, strategy  # and the last one (chance: 10 %)
     df = read_results(out)
     for strategy in ("avl-naive", "avl-lwf", "avl-agem", "avl-replay"):
         assert "avg_accuracy" in set(df[df.strategy == strategy].metric)
@@ -231,7 +231,7 @@ def test_sequential_sweep_records_failures_and_goes_on(run_cli, tmp_path):
         "--seeds",
         "0",
         "--set",
-        "batch_size=-5",
+        "no_such_param=1",
         "--out",
         str(out),
         "--backend",
