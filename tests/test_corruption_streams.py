@@ -143,7 +143,7 @@ def test_digits_c_is_deterministic_and_has_every_severity():
 
 
 @pytest.fixture(scope="module")
-def test_catalog():
+def c3_catalog():
     from cladapt.manager import load_catalog
 
     return load_catalog(["plugins_for_tests"])
@@ -153,11 +153,11 @@ def test_catalog():
     "setting,n_rows,labels",
     [("gradual", 3 * 9, "gaussian_noise@1"), ("mixed", 3, "shot_noise"), ("episodic", 3, "fog")],
 )
-def test_settings_write_expected_rows(setting, n_rows, labels, test_catalog, out):
+def test_settings_write_expected_rows(setting, n_rows, labels, c3_catalog, out):
     spec = RunSpec(
         "test-digits-c3", "bn-adapt", {"batch_size": "128"}, out=out, device="cpu", setting=setting
     )
-    execute(spec, test_catalog)
+    execute(spec, c3_catalog)
     df = read_results(out)
     ev = df[(df.row_type == "eval") & (df.metric == "error")]
     assert len(ev) == n_rows and labels in set(ev.eval_experience)
@@ -173,11 +173,11 @@ def test_gradual_setting_rejects_streams_without_severities(catalog, out):
         )
 
 
-def test_mixed_setting_scores_each_domain_like_the_sequential_run_for_source(test_catalog, out):
+def test_mixed_setting_scores_each_domain_like_the_sequential_run_for_source(c3_catalog, out):
     """Without adaptation the order cannot matter: mixed == continual, domain by domain."""
     name = "test-digits-c3"
-    mixed = execute(RunSpec(name, "source", out=out, device="cpu", setting="mixed"), test_catalog)
-    seq = execute(RunSpec(name, "source", out=out, device="cpu"), test_catalog)
+    mixed = execute(RunSpec(name, "source", out=out, device="cpu", setting="mixed"), c3_catalog)
+    seq = execute(RunSpec(name, "source", out=out, device="cpu"), c3_catalog)
     for k, v in seq.result.tables["errors"].items():
         assert mixed.result.tables["errors"][k] == pytest.approx(v, abs=1e-6)
 
