@@ -422,6 +422,11 @@ def bench(suite, seeds, out, site, append, device, only, plugins):
         f"site in {site}/ ({len(pages)} pages)",
         highlight=False,
     )
+    _exit_if_failed(failures)
+
+
+def _exit_if_failed(failures: list[str]) -> None:
+    """List the runs of a bench or sweep that failed (each already has an error row); exit 1."""
     for line in failures:
         err_console.print(f"[red]failed:[/] {escape(line)}", highlight=False)
     if failures:
@@ -556,10 +561,7 @@ def sweep(
         f"{len(skipped)} skipped (already in {out})",
         highlight=False,
     )
-    for line in failures:
-        err_console.print(f"[red]failed:[/] {escape(line)}", highlight=False)
-    if failures:
-        sys.exit(1)
+    _exit_if_failed(failures)
 
 
 @main.command(name="new-plugin")
