@@ -112,7 +112,14 @@ def _catalog(plugins: tuple[str, ...]):
 @click.option(
     "--model", default=None, help="model name: registered (`cladapt list models`) or any timm name"
 )
-@click.option("--pretrained", is_flag=True, help="load the model's pretrained weights (timm)")
+@click.option(
+    "--pretrained",
+    is_flag=False,
+    flag_value="default",
+    default=None,
+    metavar="[TAG|FILE]",
+    help="load pretrained weights: timm's, or open_clip's default tag (openai), a tag or a file",
+)
 @click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False),
@@ -162,7 +169,7 @@ def run(
         out=out,
         setting=setting,
         model=model,
-        pretrained=pretrained,
+        pretrained=pretrained or False,
         checkpoint=checkpoint,
         data_root=data_root,
         plugins=tuple(plugins),
@@ -198,7 +205,10 @@ def _print_outcome(outcome, out: Path) -> None:
             t.add_row(
                 "initial" if i == 0 else names[i - 1],
                 *(f"{v:.1f}" if not np.isnan(v) else "" for v in row),
+                end_section=i == len(R) - 1 and "per_task" in tables,
             )
+        for label, row in tables.get("per_task", {}).items():  # MTIL: ZSCL's Table 1 rows
+            t.add_row(label, *(f"{v:.1f}" if not np.isnan(v) else "" for v in row))
         console.print(t)
     if "errors" in tables:
         t = Table(title="error (%) per domain", title_justify="left")
@@ -390,6 +400,7 @@ def bench(suite, seeds, out, site, append, device, only, plugins):
         and (suite == "embedded-all" or stream.extra.get("quick", True))
         for strategy in catalog.strategies
         if stream.protocols[0] in strategy.protocols
+        and _bench_pair(stream, strategy)
         and (not only or strategy.name in only)
         and strategy.name not in unavailable
         for seed in range(seeds)
@@ -423,6 +434,17 @@ def bench(suite, seeds, out, site, append, device, only, plugins):
         highlight=False,
     )
     _exit_if_failed(failures)
+
+
+def _bench_pair(stream, strategy) -> bool:
+    """A stream may list the strategies it is benched with; prompt-only strategies (zero-shot,
+    zscl) need a stream with class prompts."""
+    listed = stream.extra.get("strategies")
+    if listed:
+        return strategy.name in listed
+    return stream.extra.get("prompted", False) or not getattr(
+        strategy.factory, "requires_prompts", False
+    )
 
 
 def _exit_if_failed(failures: list[str]) -> None:

@@ -12,9 +12,20 @@ from cladapt.hookspecs import hookimpl
 
 
 def cross_entropy_step(run: Run, batch: Batch, class_mask: torch.Tensor | None) -> StepOutput:
-    """Cross-entropy of ``run.model`` on a labelled batch, logits masked to ``class_mask``."""
-    logits = mask_logits(run.model(batch.x), class_mask)
-    return StepOutput(loss=F.cross_entropy(logits.float(), batch.y), logits=logits)
+    """Cross-entropy of ``run.model`` on a labelled batch, logits masked to ``class_mask``, with
+    the protocol's label smoothing (``--set label_smoothing=``, 0 unless a stream sets it)."""
+    raw = run.model(batch.x)
+    logits = mask_logits(raw, class_mask)
+    smoothing = float(getattr(run.params, "label_smoothing", 0.0))
+    if smoothing and class_mask is not None:
+        # smooth over the allowed classes only (masked logits are -inf)
+        logp = F.log_softmax(logits.float(), dim=1).masked_fill(~class_mask, 0.0)
+        nll = -logp.gather(1, batch.y[:, None]).squeeze(1)
+        loss = ((1 - smoothing) * nll - smoothing * logp.sum(1) / class_mask.sum()).mean()
+        return StepOutput(loss=loss, logits=raw)
+    loss = F.cross_entropy(logits.float(), batch.y, label_smoothing=smoothing)
+    # unmasked: regularisers such as LwF read the logits of classes outside the task's mask
+    return StepOutput(loss=loss, logits=raw)
 
 
 class DefaultBehaviour:

@@ -64,10 +64,13 @@ def cladapt_register_streams(registry: StreamRegistry) -> None:
 
 @hookspec
 def cladapt_register_models(registry: ModelRegistry) -> None:
-    """Add model factories: ``registry.add(name, factory, description=...)``.
+    """Add model factories: ``registry.add(name, factory, description=..., prepare=None)``.
 
-    A factory is called as ``factory(num_classes=..., input_shape=..., pretrained=...)`` and returns
-    an ``nn.Module`` mapping a batch of images to logits.
+    A factory is called as ``factory(num_classes=..., input_shape=..., pretrained=...,
+    class_names=..., prompts=...)`` (``prompts``: per class its texts, for streams that have them;
+    accept ``**kwargs``) and returns an ``nn.Module`` mapping a batch of images to logits.
+    ``prepare(input_shape=..., progress=...)`` makes one-off cached artefacts (pre-trained weights)
+    before a ``--pretrained`` run starts its clock.
     """
 
 

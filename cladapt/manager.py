@@ -25,6 +25,7 @@ ENTRY_POINT_GROUP = "cladapt"
 BUILTIN_PLUGINS = (
     "cladapt.plugins.models",
     "cladapt.plugins.baselines",
+    "cladapt.plugins.clip_continual",
     "cladapt.plugins.dann",
     "cladapt.plugins.continual",
     "cladapt.plugins.regularizers",

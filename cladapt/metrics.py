@@ -52,6 +52,42 @@ def forward_transfer(R: np.ndarray) -> float:
     return float(np.nanmean([A[j - 1, j] - b[j] for j in range(1, T)]))
 
 
+def mtil_transfer(R: np.ndarray) -> float:
+    """ZSCL's Transfer: for every task j but the first, the mean accuracy on j over the steps
+    *before* j is learned (A[0..j-1, j], the upper triangle), averaged over those tasks. The
+    zero-shot row R[0] is not part of it (as in the ZSCL code, whose matrix starts after task 1)."""
+    _, A = _check(R)
+    T = A.shape[1]
+    if T < 2:
+        return float("nan")
+    return float(np.nanmean([np.nanmean(A[:j, j]) for j in range(1, T)]))
+
+
+def mtil_avg(R: np.ndarray) -> float:
+    """ZSCL's Avg: the mean accuracy on each task over all T steps, averaged over tasks."""
+    _, A = _check(R)
+    return float(np.nanmean(np.nanmean(A, axis=0)))
+
+
+def mtil_last(R: np.ndarray) -> float:
+    """ZSCL's Last: the mean accuracy over all tasks after the final step (= ``avg_accuracy``)."""
+    _, A = _check(R)
+    return float(np.nanmean(A[-1]))
+
+
+def mtil_per_task(R: np.ndarray) -> dict[str, np.ndarray]:
+    """Per task j, the values the three MTIL metrics average (the rows of ZSCL's Table 1);
+    Transfer is undefined (NaN) for the first task."""
+    _, A = _check(R)
+    T = A.shape[1]
+    transfer = np.array([np.nanmean(A[:j, j]) if j else np.nan for j in range(T)])
+    return {"Transfer": transfer, "Avg": np.nanmean(A, axis=0), "Last": A[-1].copy()}
+
+
+def mtil_summary(R: np.ndarray) -> dict[str, float]:
+    return {"transfer": mtil_transfer(R), "avg": mtil_avg(R), "last": mtil_last(R)}
+
+
 def continual_summary(R: np.ndarray) -> dict[str, float]:
     return {
         "avg_accuracy": average_accuracy(R),

@@ -1,7 +1,8 @@
-"""Optimizer construction shared by strategies."""
+"""Optimizer construction and learning-rate schedules shared by strategies."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -26,3 +27,12 @@ def make_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
     raise ConfigError(f"unknown optimizer {name!r}; use sgd, adam or adamw")
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Factor on the base rate at 0-based ``step`` of ``total``: linear warm-up to 1 over
+    ``warmup`` steps, then cosine decay towards 0 (the schedule of WiSE-FT's and ZSCL's code)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(total - warmup, 1)
+    return 0.5 * (1 + math.cos(math.pi * min(step - warmup, span) / span))

@@ -129,5 +129,14 @@ class StreamRegistry(Registry):
 class ModelRegistry(Registry):
     kind = "model"
 
-    def add(self, name: str, factory: Callable[..., Any], description: str = "") -> None:
-        self._add(Entry(name, factory, description, (), self.origin))
+    def add(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        description: str = "",
+        prepare: Callable[..., Any] | None = None,
+    ) -> None:
+        """``prepare(input_shape=..., progress=...)``, if given, makes the model's one-off cached
+        artefacts (e.g. pre-trained weights) before a run that asks for ``--pretrained`` starts
+        its clock."""
+        self._add(Entry(name, factory, description, (), self.origin, {"prepare": prepare}))

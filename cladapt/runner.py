@@ -47,7 +47,7 @@ class RunSpec:
     out: Path | None = DEFAULT_OUT
     setting: str | None = None
     model: str | None = None
-    pretrained: bool = False
+    pretrained: bool | str = False  # True / a tag such as 'openai' / a weights file
     checkpoint: str | None = None
     data_root: str | None = None
     plugins: tuple[str, ...] = ()
@@ -115,11 +115,6 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         strategy_entry.factory.Config,
         *(e.factory.Config for e in reg_entries),
     )
-    strategy = strategy_entry.factory(build_config(strategy_entry.factory.Config, strategy_values))
-    regularizers = [
-        e.factory(build_config(e.factory.Config, values))
-        for e, values in zip(reg_entries, reg_values, strict=True)
-    ]
     generator = seed_everything(spec.seed)
     # only builders that read torchvision datasets take `download`
     extra = {"download": True} if spec.download else {}
@@ -132,11 +127,20 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
             ) from None
         raise
     stream.check_shapes()
+    # the stream's recipe (e.g. MTIL's AdamW at 1e-5) sits between strategy defaults and --set
+    strategy = strategy_entry.factory(
+        build_config(
+            strategy_entry.factory.Config,
+            _stream_defaults(stream, strategy_entry.factory.Config) | strategy_values,
+        )
+    )
+    regularizers = [
+        e.factory(build_config(e.factory.Config, _stream_defaults(stream, e.factory.Config) | v))
+        for e, v in zip(reg_entries, reg_values, strict=True)
+    ]
     # stream defaults (e.g. epochs for its size) sit between protocol defaults and --set
     protocol_cfg = build_config(
-        protocol_cls.Config,
-        {k: v for k, v in stream.defaults.items() if k in protocol_cls.Config.__dataclass_fields__}
-        | protocol_values,
+        protocol_cls.Config, _stream_defaults(stream, protocol_cls.Config) | protocol_values
     )
     setting = spec.setting or stream.default_setting
     allowed = stream.settings or protocol_cls.settings
@@ -144,6 +148,20 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         raise UnknownNameError(f"setting for stream {stream.name!r}", setting, allowed)
     device = resolve_device(spec.device)
     model_name = spec.model or stream.defaults.get("model", "small-cnn")
+    # the stream's pretrained weights go with its default model only
+    pretrained = spec.pretrained or (
+        stream.defaults.get("pretrained", False) if not spec.model else False
+    )
+    prepare = (
+        catalog.models.get(model_name).extra.get("prepare")
+        if model_name in catalog.models
+        else None
+    )
+    if prepare is not None and pretrained:  # one-off, cached (e.g. pre-training clip-tiny)
+        prepare(input_shape=stream.input_shape, progress=progress)
+    model_kwargs = {"class_names": stream.class_names}
+    if stream.prompts is not None:
+        model_kwargs["prompts"] = stream.prompts
     check_model_name(catalog.models, model_name)
     if spec.checkpoint and not Path(spec.checkpoint).is_file():
         raise DataError(f"checkpoint not found: {spec.checkpoint}")
@@ -152,7 +170,12 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
 
     def build() -> torch.nn.Module:
         model = create_model(
-            catalog.models, model_name, stream.num_classes, stream.input_shape, spec.pretrained
+            catalog.models,
+            model_name,
+            stream.num_classes,
+            stream.input_shape,
+            pretrained,
+            **model_kwargs,
         )
         if stream.normalization is not None:
             model = Normalized(model, *stream.normalization)
@@ -166,7 +189,7 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         return model.to(device)
 
     def source_model() -> torch.nn.Module:
-        if spec.checkpoint or (stream.source is None and spec.pretrained):
+        if spec.checkpoint or (stream.source is None and pretrained):
             return make_model()
         if stream.source is None:
             raise CladaptError(
@@ -176,7 +199,7 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
 
         # a one-off, cached cost shared by all strategies: not charged to this run's wall time
         tic = time.perf_counter()
-        cache_name = model_name + ("-pretrained" if spec.pretrained else "")
+        cache_name = model_name + ("-pretrained" if pretrained else "")
         model = get_source_model(stream, cache_name, build, device, progress=progress)
         excluded_s[0] += time.perf_counter() - tic
         return model
@@ -260,6 +283,11 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         ]
     )
     return RunOutcome(run=run, result=result, summary=summary)
+
+
+def _stream_defaults(stream, config_cls) -> dict[str, Any]:
+    """The stream's defaults that are fields of ``config_cls``."""
+    return {k: v for k, v in stream.defaults.items() if k in config_cls.__dataclass_fields__}
 
 
 def _summary_note(metric: str, peak_kind: str, notes: list[str]) -> str:

@@ -28,6 +28,8 @@ class Strategy:
     max_epochs: ClassVar[int | None] = None
     # importable modules the strategy needs (an optional extra); `cladapt bench` skips it without
     requires: ClassVar[tuple[str, ...]] = ()
+    # only for streams with class prompts (a CLIP-style text head): `cladapt bench` pairs it so
+    requires_prompts: ClassVar[bool] = False
 
     def __init__(self, cfg: Any | None = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()

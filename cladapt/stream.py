@@ -54,6 +54,10 @@ class Stream:
     )  # e.g. which tasks were skipped, shown by the CLI
     # (mean, std) the model normalises its [0, 1] input with (pretrained ImageNet models)
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # per class, its text prompts (class name in each template; the first is the training
+    # prompt): CLIP-style models build their classifier from them, and the continual protocol
+    # then reports MTIL's Transfer / Avg / Last (zero-shot ability before each task is learned)
+    prompts: list[list[str]] | None = None
 
     @property
     def num_classes(self) -> int:

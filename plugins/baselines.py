@@ -10,7 +10,7 @@ from cladapt.adaptation import batch_statistics
 from cladapt.config import param
 from cladapt.context import Run
 from cladapt.hookspecs import hookimpl
-from cladapt.optim import make_optimizer
+from cladapt.optim import make_optimizer, warmup_cosine
 from cladapt.registry import StrategyRegistry
 from cladapt.strategy import Strategy
 
@@ -21,6 +21,16 @@ class FinetuneConfig:
     lr: float = param(0.01, "learning rate")
     momentum: float = param(0.9, "SGD momentum (Adam: beta1)")
     weight_decay: float = param(0.0, "weight decay")
+    schedule: Literal["constant", "cosine"] = param(
+        "constant", "learning rate per experience: constant, or linear warm-up then cosine decay"
+    )
+    warmup_steps: int = param(0, "warm-up steps of the cosine schedule")
+    reset_optimizer: bool = param(
+        False, "a fresh optimizer for every experience (ZSCL's scripts run each task anew)"
+    )
+    task_lr: bool = param(
+        True, "use a stream's per-task learning rates where it has them (MTIL: as ZSCL's scripts)"
+    )
 
 
 class Finetune(Strategy):
@@ -30,13 +40,54 @@ class Finetune(Strategy):
     protocols = ("continual", "uda")
     Config = FinetuneConfig
 
+    def make_optimizer(self, run: Run, lr: float | None = None) -> None:
+        c = self.cfg
+        run.optimizer = make_optimizer(
+            c.optimizer, run.model.parameters(), lr or c.lr, c.momentum, c.weight_decay
+        )
+
     @hookimpl
     def cladapt_setup(self, run: Run) -> None:
         run.model.requires_grad_(True)
-        c = self.cfg
-        run.optimizer = make_optimizer(
-            c.optimizer, run.model.parameters(), c.lr, c.momentum, c.weight_decay
+        self.make_optimizer(run)
+
+    def base_lr(self, run: Run) -> float:
+        exp = run.experience
+        if self.cfg.task_lr and exp is not None and "lr" in exp.metadata:
+            return float(exp.metadata["lr"])
+        return self.cfg.lr
+
+    @hookimpl
+    def cladapt_before_experience(self, run: Run) -> None:
+        if run.optimizer is None or run.protocol != "continual":
+            return
+        if self.cfg.reset_optimizer and run.experience_index > 0:
+            self.make_optimizer(run, self.base_lr(run))
+        self.task_step = 0
+        self.set_lr(run, 0)
+
+    @hookimpl
+    def cladapt_after_step(self, run: Run) -> None:
+        if run.protocol != "continual":
+            return
+        self.task_step = getattr(self, "task_step", 0) + 1
+        self.set_lr(run, self.task_step)
+
+    def set_lr(self, run: Run, step: int) -> None:
+        """The rate for the coming step ``step`` of this experience (ZSCL's ``cosine_lr``). A
+        constant rate without per-task rates is left alone (e.g. the rate ``lr_grid`` chose)."""
+        exp = run.experience
+        per_task = self.cfg.task_lr and exp is not None and "lr" in exp.metadata
+        if self.cfg.schedule == "constant" and not per_task:
+            return
+        total = run.state.get("steps_this_experience", 0)
+        factor = (
+            warmup_cosine(step, total, self.cfg.warmup_steps)
+            if self.cfg.schedule == "cosine"
+            else 1.0
         )
+        for group in run.optimizer.param_groups:
+            group["lr"] = self.base_lr(run) * factor
 
 
 class Source(Strategy):

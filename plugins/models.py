@@ -43,3 +43,17 @@ def register_tiny_vit(registry: ModelRegistry) -> None:
         tiny_vit,
         "timm ViT for 32x32 inputs: patch 4, width 96, depth 4 (~0.3M parameters)",
     )
+
+
+@hookimpl(specname="cladapt_register_models")
+def register_tiny_clip(registry: ModelRegistry) -> None:
+    from cladapt.models.clip import tiny_clip
+    from cladapt.models.clip_pretrain import ensure_pretrained
+
+    registry.add(
+        "clip-tiny",
+        tiny_clip,
+        "tiny open_clip CLIP (ViT width 64, 2+2 layers); --pretrained: pre-trained by the harness "
+        "on generated image-caption pairs (cached)",
+        prepare=ensure_pretrained,
+    )

@@ -25,6 +25,7 @@ def test_wheel_install_runs_embedded_stream(tmp_path):
     (wheel,) = wheel_dir.glob("cladapt-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "cladapt/plugins/baselines.py" in names and "cladapt/streams/digits.toml" in names
+    assert "cladapt/streams/prompts/mtil.toml" in names  # MTIL class names and templates
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top_level == {"cladapt"}
 

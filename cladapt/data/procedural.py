@@ -34,10 +34,19 @@ def _rand(n: int, g: torch.Generator, lo: float, hi: float) -> torch.Tensor:
     return (lo + (hi - lo) * torch.rand(n, generator=g)).view(n, 1, 1)
 
 
-def shape_masks(kind: torch.Tensor, n: int, size: int, g: torch.Generator) -> torch.Tensor:
-    """(n, size, size) float masks of the shapes named by indices ``kind`` into SHAPES."""
+def shape_masks(
+    kind: torch.Tensor,
+    n: int,
+    size: int,
+    g: torch.Generator,
+    place: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """(n, size, size) float masks of the shapes named by indices ``kind`` into SHAPES, at random
+    centres and radii unless ``place`` = (cx, cy, r), each of shape (n, 1, 1), is given."""
     xx, yy = _grid(n, size)
-    cx, cy, r = _rand(n, g, -0.4, 0.4), _rand(n, g, -0.4, 0.4), _rand(n, g, 0.3, 0.55)
+    if place is None:
+        place = (_rand(n, g, -0.4, 0.4), _rand(n, g, -0.4, 0.4), _rand(n, g, 0.3, 0.55))
+    cx, cy, r = place
     dx, dy = xx - cx, yy - cy
     masks = torch.stack(
         [

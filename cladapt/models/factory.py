@@ -16,22 +16,30 @@ def create_model(
     name: str,
     num_classes: int,
     input_shape: tuple[int, int, int],
-    pretrained: bool = False,
+    pretrained: bool | str = False,
     **kwargs: Any,
 ) -> nn.Module:
-    """Registered names first; ``timm:<name>`` (or any other name timm knows) through timm."""
+    """Registered names first, then open_clip architectures (``ViT-B-16``, ``open_clip:RN50``),
+    then ``timm:<name>`` (or any other name timm knows) through timm. ``prompts`` and
+    ``class_names`` reach registered and open_clip factories (CLIP's text head); timm ignores
+    them."""
     check_model_name(registry, name)
     if name in registry:
         return registry.get(name).factory(
             num_classes=num_classes, input_shape=input_shape, pretrained=pretrained, **kwargs
         )
+    from cladapt.models.clip import create_open_clip, is_open_clip_name
+
+    if is_open_clip_name(name):
+        return create_open_clip(name, num_classes, input_shape, pretrained, **kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("prompts", "class_names")}
     import timm
 
     timm_name = name.removeprefix("timm:")
     try:
         return timm.create_model(
             timm_name,
-            pretrained=pretrained,
+            pretrained=bool(pretrained),
             num_classes=num_classes,
             in_chans=input_shape[0],
             **kwargs,
@@ -49,6 +57,10 @@ def create_model(
 def check_model_name(registry: ModelRegistry, name: str) -> None:
     """Fail before a run starts if ``name`` is neither registered nor a timm model."""
     if name in registry:
+        return
+    from cladapt.models.clip import is_open_clip_name
+
+    if is_open_clip_name(name):
         return
     import timm
 

@@ -28,6 +28,10 @@ from cladapt.stream import Experience
 @dataclass
 class ContinualConfig:
     epochs: int = param(3, "training epochs per experience")
+    iterations: int = param(
+        0, "train this many steps per experience instead of epochs (ZSCL's MTIL: 1000); 0: epochs"
+    )
+    label_smoothing: float = param(0.0, "label smoothing of the default cross-entropy step")
     batch_size: int = param(32, "training batch size")
     eval_batch_size: int = param(256, "evaluation batch size")
     amp: Literal["auto", "off", "bf16", "fp16"] = param(
@@ -56,11 +60,15 @@ class ContinualProtocol:
         run.model = run.create_model()
         run.hook.cladapt_setup(run=run)
         cap = getattr(run.strategy, "max_epochs", None)
-        epochs = min(cfg.epochs, cap) if cap else cfg.epochs
+        epochs = min(cfg.epochs, cap) if cap is not None else cfg.epochs
+        iterations = cfg.iterations if cap is None else 0
 
         flops = {"train_flops": 0.0, "inference_flops": 0.0}
 
         def evaluate_all(row: int, label: str) -> None:
+            if getattr(run.model, "head_stale", False):
+                # CLIP: recompute the prompt head once per evaluation, outside the FLOP sample
+                run.model.refresh_head()
             meter = FlopMeter() if cfg.count_flops else None
             accs = [
                 evaluate(run, e, masks[j], cfg.eval_batch_size, meter)
@@ -84,23 +92,33 @@ class ContinualProtocol:
         evaluate_all(0, "initial")  # before any training: random init or zero-shot
 
         def fit(data, mask, meter: FlopMeter | None, label: str) -> None:
+            steps = steps_per_experience(cfg, data, epochs, iterations)
+            run.state["steps_this_experience"] = steps  # for per-task schedules
+            if steps == 0:
+                return
             run.model.train()
 
             def batches():
-                for epoch in range(1, epochs + 1):
+                epoch, done = 0, 0
+                while done < steps:
+                    epoch += 1
                     run.state["epoch"] = epoch
                     for x, y in iterate(
                         data, cfg.batch_size, run.device, shuffle=True, generator=run.generator
                     ):
                         yield Batch(x=x, y=y, class_mask=mask)
+                        done += 1
+                        if done == steps:
+                            return
 
-            steps = epochs * num_batches(data, cfg.batch_size)
             for batch in run.progress.track(batches(), steps, label):
                 train_step(run, batch, cfg.check_every, meter)
             check_finite(run)
 
         for t, exp in enumerate(stream.experiences):
             run.experience, run.experience_index = exp, t
+            if hasattr(run.model, "set_task_classes"):  # CLIP: which prompts train this task
+                run.model.set_task_classes(exp.classes)
             run.hook.cladapt_before_experience(run=run, experience=exp)
             data = run.hook.cladapt_train_data(run=run, experience=exp) or exp.train
             meter = FlopMeter() if cfg.count_flops else None
@@ -116,13 +134,23 @@ class ContinualProtocol:
             evaluate_all(t + 1, exp.name)
 
         headline = metrics.continual_summary(R)
+        tables = {"accuracy_matrix": R, "names": [e.name for e in stream.experiences]}
+        if stream.prompts is not None:  # zero-shot capable: MTIL's metrics (Zheng et al. 2023)
+            headline |= metrics.mtil_summary(R)
+            tables["per_task"] = metrics.mtil_per_task(R)
+            run.hook.cladapt_evaluated(
+                run=run,
+                records=[
+                    Record(label.lower(), float(v), "final", e.name)
+                    for label, row in tables["per_task"].items()
+                    for v, e in zip(row, stream.experiences, strict=True)
+                    if not np.isnan(v)
+                ],
+            )
         headline["avg_error_after_learning"] = float(np.mean(100.0 - np.diag(R[1:])))
         if cfg.count_flops:
             headline |= flops
-        return ProtocolResult(
-            headline=headline,
-            tables={"accuracy_matrix": R, "names": [e.name for e in stream.experiences]},
-        )
+        return ProtocolResult(headline=headline, tables=tables)
 
     def select_lr(self, run: Run, exp, data, mask, meter, fit):
         """Train with each learning rate of the grid from the same starting state, score on the dev
@@ -149,3 +177,13 @@ class ContinualProtocol:
         records.append(Record("selected_lr", best, exp.name, exp.name))
         run.hook.cladapt_evaluated(run=run, records=records)
         return concat_datasets([data, exp.dev])
+
+
+def steps_per_experience(cfg: ContinualConfig, data, epochs: int, iterations: int) -> int:
+    """Optimizer steps on one experience: ``iterations`` if set (the data is cycled), else
+    ``epochs`` passes; 0 for strategies that never train (``max_epochs = 0``) or empty data."""
+    if data is None or len(data) == 0:
+        return 0
+    if iterations:
+        return iterations
+    return epochs * num_batches(data, cfg.batch_size)

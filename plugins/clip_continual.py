@@ -1,0 +1,286 @@
+"""Continual learning of CLIP-style models (a stream with prompts, a model with a text head):
+``zero-shot``, ``wise-ft`` and ``zscl``. ``finetune`` and ``lwf`` are the harness's general ones;
+on MTIL streams the stream's recipe (AdamW, cosine schedule, label smoothing, 1000 iterations per
+task, per-task rates) makes them ZSCL's Continual-FT baseline.
+
+- zero-shot: the pre-trained model, never trained (MTIL's reference row).
+- wise-ft: Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022. After every task
+  the fine-tuned weights are interpolated with an anchor: theta = alpha * theta_ft +
+  (1 - alpha) * theta_anchor. The anchor is the zero-shot model (the WiSE-FT paper, and this
+  issue's definition); ZSCL's MTIL script ``WiSE_finetune.sh`` interpolates with the model at the
+  start of the task instead (``--set wise_anchor=previous``), alpha = 0.8 in both.
+- zscl: Zheng et al., "Preventing Zero-Shot Transfer Degradation in Continual Learning of
+  Vision-Language Models", ICCV 2023; defaults from the official ``mtil/scripts/ZSCL.sh`` and
+  ``src/models/finetune.py``: fine-tuning with two distillation losses towards the frozen initial
+  model on a reference set of unlabelled images and sentences, logits = scale * image @ text over
+  the reference sentences, soft cross-entropy at T = 2 along the text axis (``image_loss``) and
+  along the image axis (``text_loss``, the transposed logits), weight 1 each; an L2 penalty
+  sum ||theta - theta_task_start||^2 with weight 1 (``--l2 1``); weight ensemble (WE): every
+  ``avg_freq`` = 100 steps a running average of the weights is updated, and the averaged model is
+  the one evaluated and continued from after the task.
+
+Deviations: the reference set defaults to an *embedded* one (generated scenes and captions, see
+``cladapt.data.mtil_mini``), because ImageNet and Conceptual Captions cannot ship; pass
+``--set ref_images=DIR --set ref_texts=FILE`` for the paper's. The frozen teacher's sentence
+features are computed once instead of at every step (same values: the teacher never changes).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from cladapt.plugins.baselines import Finetune, FinetuneConfig
+from torch.utils.data import Dataset
+
+from cladapt.adaptation import frozen_copy
+from cladapt.batch import Batch, StepOutput
+from cladapt.config import param
+from cladapt.context import Run
+from cladapt.errors import ConfigError, DataError
+from cladapt.hookspecs import hookimpl
+from cladapt.registry import StrategyRegistry
+from cladapt.strategy import Strategy
+from cladapt.stream import Experience
+
+
+def require_clip(run: Run, strategy: str) -> None:
+    if not hasattr(run.model, "encode_texts"):
+        raise ConfigError(
+            f"{strategy} needs a CLIP model with a text head (e.g. --model clip-tiny or an "
+            f"open_clip name such as ViT-B-16); {run.model_name!r} is not one"
+        )
+
+
+def text_changed(model: torch.nn.Module) -> None:
+    """Weights were replaced outside an optimizer step: the cached text head is stale."""
+    if hasattr(model, "mark_text_changed"):
+        model.mark_text_changed()
+
+
+class ZeroShot(Strategy):
+    """The pre-trained CLIP model as it is: no training (MTIL's zero-shot reference)."""
+
+    name = "zero-shot"
+    protocols = ("continual",)
+    max_epochs = 0
+    requires_prompts = True
+
+    @hookimpl
+    def cladapt_setup(self, run: Run) -> None:
+        require_clip(run, self.name)
+        run.model.requires_grad_(False)
+
+
+@dataclass
+class WiSEConfig(FinetuneConfig):
+    wise_alpha: float = param(0.8, "weight of the fine-tuned model in the interpolation")
+    wise_anchor: Literal["zero-shot", "previous"] = param(
+        "zero-shot", "interpolate with the zero-shot model or the model at the task's start"
+    )
+
+
+class WiSEFT(Finetune):
+    """Fine-tune, then interpolate the weights with the zero-shot model after every task."""
+
+    name = "wise-ft"
+    protocols = ("continual",)
+    Config = WiSEConfig
+    requires_prompts = True  # works on any model; benched where it is meant for
+
+    @hookimpl
+    def cladapt_setup(self, run: Run) -> None:
+        super().cladapt_setup(run)
+        self.anchor = copy.deepcopy(run.model.state_dict())
+
+    @hookimpl
+    def cladapt_before_experience(self, run: Run) -> None:
+        super().cladapt_before_experience(run)
+        if self.cfg.wise_anchor == "previous":
+            self.anchor = copy.deepcopy(run.model.state_dict())
+
+    @hookimpl
+    def cladapt_after_experience(self, run: Run) -> None:
+        a = self.cfg.wise_alpha
+        with torch.no_grad():
+            for name, value in run.model.state_dict().items():
+                if value.is_floating_point():
+                    value.mul_(a).add_(self.anchor[name].to(value.device), alpha=1 - a)
+        text_changed(run.model)
+
+
+@dataclass
+class ZSCLConfig(FinetuneConfig):
+    zscl_temperature: float = param(2.0, "distillation temperature T")
+    image_loss: float = param(1.0, "weight of the distillation along the sentences (0: off)")
+    text_loss: float = param(1.0, "weight of the distillation along the images (0: off)")
+    l2: float = param(1.0, "weight of sum ||theta - theta_task_start||^2 (ZSCL.sh: --l2 1)")
+    we: bool = param(True, "weight ensemble: evaluate and continue from the averaged weights")
+    avg_freq: int = param(100, "steps between weight-ensemble updates")
+    ref_images: str = param("", "folder of reference images (default: the embedded set)")
+    ref_texts: str = param("", "text file of reference sentences, one per line (default: embedded)")
+    ref_size: int = param(1000, "images in the embedded reference set")
+    ref_sentences: int = param(200, "sentences in the embedded reference set")
+    ref_batch_size: int = param(0, "reference images per step (0: the training batch size)")
+
+
+class ZSCL(Finetune):
+    """ZSCL: distil towards the zero-shot model on a reference set, plus weight ensembling."""
+
+    name = "zscl"
+    protocols = ("continual",)
+    Config = ZSCLConfig
+    requires_prompts = True
+
+    @hookimpl
+    def cladapt_setup(self, run: Run) -> None:
+        require_clip(run, self.name)
+        super().cladapt_setup(run)
+        c = self.cfg
+        self.teacher = frozen_copy(run.model).eval()
+        images, texts = reference_data(run, c)
+        self.ref_images = images
+        with torch.no_grad():
+            self.ref_text = self.teacher.encode_texts(texts).float()
+        self.ref_gen = torch.Generator().manual_seed(run.seed)
+        self.ref_order = torch.empty(0, dtype=torch.long)
+        self.we_model: torch.nn.Module | None = None
+
+    def next_ref_batch(self, run: Run, n: int) -> torch.Tensor:
+        """Cycle through the reference images in fresh seeded permutations."""
+        if len(self.ref_order) < n:
+            more = torch.randperm(len(self.ref_images), generator=self.ref_gen)
+            self.ref_order = torch.cat([self.ref_order, more])
+        idx, self.ref_order = self.ref_order[:n], self.ref_order[n:]
+        x = torch.stack([_image(self.ref_images[i]) for i in idx.tolist()])
+        x = x.to(run.device, non_blocking=True)
+        size = run.stream.input_shape[1:]
+        if tuple(x.shape[2:]) != tuple(size):  # the embedded set is stored small
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
+
+    @hookimpl
+    def cladapt_before_experience(self, run: Run) -> None:
+        super().cladapt_before_experience(run)
+        trainable = [p for p in run.model.parameters() if p.requires_grad]
+        self.task_start = [p.detach().clone() for p in trainable]
+        self.we_model = copy.deepcopy(run.model).requires_grad_(False) if self.cfg.we else None
+        self.we_n = 0
+
+    @hookimpl
+    def cladapt_extra_losses(self, run: Run, batch: Batch, outputs: StepOutput):
+        c = self.cfg
+        terms = []
+        if c.image_loss or c.text_loss:
+            n = c.ref_batch_size or len(batch)
+            x = self.next_ref_batch(run, n)
+            with torch.no_grad():
+                target = self.teacher.logits(self.teacher.encode_image(x), self.ref_text)
+            student = run.model.logits(run.model.encode_image(x), self.ref_text)
+            T = c.zscl_temperature
+            if c.image_loss:
+                terms.append(c.image_loss * distillation(target, student, T))
+            if c.text_loss:
+                terms.append(c.text_loss * distillation(target.t(), student.t(), T))
+        if c.l2:
+            trainable = [p for p in run.model.parameters() if p.requires_grad]
+            terms.append(
+                c.l2
+                * sum(
+                    ((p - p0) ** 2).sum() for p, p0 in zip(trainable, self.task_start, strict=True)
+                )
+            )
+        return torch.stack([t.float() for t in terms]).sum() if terms else None
+
+    @hookimpl
+    def cladapt_after_step(self, run: Run) -> None:
+        super().cladapt_after_step(run)
+        # ZSCL updates at its 0-based iterations 0, avg_freq, 2 * avg_freq, ...
+        if self.we_model is not None and (self.task_step - 1) % self.cfg.avg_freq == 0:
+            self.we_n += 1
+            with torch.no_grad():
+                for w, p in zip(self.we_model.parameters(), run.model.parameters(), strict=True):
+                    w.mul_(self.we_n / (self.we_n + 1)).add_(p.detach(), alpha=1 / (self.we_n + 1))
+
+    @hookimpl
+    def cladapt_after_experience(self, run: Run, experience: Experience) -> None:
+        if self.we_model is not None:
+            with torch.no_grad():
+                for p, w in zip(run.model.parameters(), self.we_model.parameters(), strict=True):
+                    p.copy_(w)
+            text_changed(run.model)
+            self.we_model = None
+
+
+def distillation(teacher: torch.Tensor, student: torch.Tensor, T: float) -> torch.Tensor:
+    """Soft cross-entropy at temperature T, scaled by T^2 (ZSCL's ``distillation``)."""
+    soft = F.softmax(teacher.float() / T, dim=1)
+    return -(soft * F.log_softmax(student.float() / T, dim=1)).sum(1).mean() * T**2
+
+
+def _image(item) -> torch.Tensor:
+    x = item[0] if isinstance(item, (tuple, list)) else item
+    return x.float() / 255 if x.dtype == torch.uint8 else x
+
+
+def reference_data(run: Run, c: ZSCLConfig) -> tuple[Dataset, list[str]]:
+    """(images, sentences): the user's files, else the embedded generated set (32x32 scenes,
+    resized to the stream's image size batch by batch)."""
+    from cladapt.data.mtil_mini import reference_set
+
+    shape = run.stream.input_shape
+    images, texts = None, None
+    if not c.ref_images or not c.ref_texts:
+        images, texts = reference_set(c.ref_size, c.ref_sentences, seed=10_000 + run.seed)
+    if c.ref_images:
+        images = reference_images(Path(c.ref_images), shape[1])
+    if c.ref_texts:
+        path = Path(c.ref_texts)
+        if not path.is_file():
+            raise DataError(f"ref_texts: no such file {path}")
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        texts = [t for t in texts if t]
+        if not texts:
+            raise DataError(f"ref_texts: {path} has no sentences")
+    return images, texts
+
+
+def reference_images(root: Path, size: int) -> Dataset:
+    """Every image under ``root`` (any depth; ImageNet's train folder works), labels ignored."""
+    import torchvision.transforms as T
+    from PIL import Image
+
+    if not root.is_dir():
+        raise DataError(f"ref_images: no such folder {root}")
+    files = sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"}
+    )
+    if not files:
+        raise DataError(f"ref_images: no .jpg/.png images under {root}")
+    tf = T.Compose(
+        [
+            T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(size),
+            T.ToTensor(),
+        ]
+    )
+
+    class Files(Dataset):
+        def __len__(self) -> int:
+            return len(files)
+
+        def __getitem__(self, i: int):
+            with Image.open(files[i]) as im:
+                return (tf(im.convert("RGB")),)
+
+    return Files()
+
+
+@hookimpl
+def cladapt_register_strategies(registry: StrategyRegistry) -> None:
+    for cls in (ZeroShot, WiSEFT, ZSCL):
+        registry.add(cls)

@@ -1,0 +1,213 @@
+"""MTIL: metrics as ZSCL defines them, the CLIP text head, the real dataset layouts (generated
+here in miniature), and the mtil-mini phenomenon (fine-tuning loses zero-shot transfer, ZSCL
+keeps it)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mtil_fakes import write_mtil, write_split_folders
+
+from cladapt import metrics
+from cladapt.batch import Batch
+from cladapt.data.mtil import DATASETS, prompts_table
+from cladapt.defaults import cross_entropy_step
+from cladapt.models.clip import tiny_clip
+from cladapt.optim import warmup_cosine
+from cladapt.results import read_results
+from cladapt.runner import RunSpec, execute
+
+ORDER_I = [
+    "Aircraft", "Caltech101", "CIFAR100", "DTD", "EuroSAT", "Flowers", "Food", "MNIST",
+    "OxfordPet", "StanfordCars", "SUN397",
+]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_transfer_avg_last_follow_the_zscl_definitions():
+    # rows: zero-shot, then after tasks 1..3; the zero-shot row must not enter any of them
+    R = np.array([[99, 99, 99], [50, 20, 30], [40, 60, 10], [30, 50, 70]], dtype=float)
+    s = metrics.mtil_summary(R)
+    assert s["transfer"] == pytest.approx((20 + (30 + 10) / 2) / 2)  # A[0,1]; A[0,2], A[1,2]
+    assert s["avg"] == pytest.approx(360 / 9)
+    assert s["last"] == pytest.approx((30 + 50 + 70) / 3)
+
+
+def test_zero_shot_matrix_gives_transfer_of_tasks_two_onwards():
+    zs = np.array([10.0, 20.0, 30.0, 40.0])
+    R = np.tile(zs, (5, 1))
+    assert metrics.mtil_transfer(R) == pytest.approx(zs[1:].mean())
+
+
+# ----------------------------------------------------------------------------- prompts, orders
+def test_prompt_table_has_each_dataset_with_its_class_count():
+    table = prompts_table()
+    counts = {k: len(v["classes"]) for k, v in table.items()}
+    assert counts == {
+        "Aircraft": 100, "Caltech101": 101, "CIFAR100": 100, "DTD": 47, "EuroSAT": 10,
+        "Flowers": 102, "Food": 101, "MNIST": 10, "OxfordPet": 37, "StanfordCars": 196,
+        "SUN397": 397,
+    }  # fmt: skip
+    for v in table.values():
+        assert v["templates"] and all("{}" in t for t in v["templates"])
+    assert set(table) == set(DATASETS)
+
+
+def test_order_two_is_the_zscl_permutation_of_order_one():
+    from cladapt.streams.builtin import definitions
+
+    d = definitions()
+    assert d["mtil"]["order"] == ORDER_I
+    perm = [9, 6, 7, 8, 5, 10, 0, 1, 3, 4, 2]  # ZSCL's results notebook, order == 2
+    assert d["mtil-ii"]["order"] == [ORDER_I[i] for i in perm]
+
+
+# ----------------------------------------------------------------------------- CLIP head
+def _tiny(prompts):
+    torch.manual_seed(0)
+    return tiny_clip(len(prompts), (3, 32, 32), prompts=prompts).eval()
+
+
+def test_zero_shot_head_is_the_normalised_mean_of_prompt_features():
+    prompts = [["a circle", "one circle"], ["a square", "a big square", "the square"]]
+    model = _tiny(prompts)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(x)
+        img = F.normalize(model.clip.encode_image((x - model.mean) / model.std), dim=-1)
+        heads = []
+        for ps in prompts:
+            t = F.normalize(model.clip.encode_text(model.tokenize(ps)), dim=-1).mean(0)
+            heads.append(F.normalize(t, dim=0))
+        expected = model.clip.logit_scale * img @ torch.stack(heads).t()
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_training_forward_recomputes_only_the_task_classes_text():
+    prompts = [["a circle"], ["a square"], ["a cross"]]
+    model = _tiny(prompts).train()
+    model.set_task_classes([1, 2])
+    with torch.no_grad():
+        cached = model.eval().text_head().clone()
+    model.train()
+    head = model.text_head()
+    assert head.requires_grad
+    torch.testing.assert_close(head[0], cached[0])  # class 0 is not in the task: cached row
+    head[1:].sum().backward()
+    grads = [p.grad for n, p in model.clip.named_parameters() if not n.startswith("visual.")]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert "logit_scale" not in dict(model.named_parameters())  # frozen, as in ZSCL
+
+
+def test_label_smoothing_spreads_over_the_task_classes_only():
+    class R:
+        model = staticmethod(lambda x: x)
+        params = type("P", (), {"label_smoothing": 0.2})()
+
+    logits = torch.randn(5, 6)
+    mask = torch.tensor([False, True, True, True, False, False])
+    y = torch.tensor([1, 2, 3, 1, 2])
+    out = cross_entropy_step(R(), Batch(x=logits, y=y, class_mask=mask), mask)
+    expected = F.cross_entropy(logits[:, 1:4], y - 1, label_smoothing=0.2)
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_warmup_cosine_matches_zscl_schedule():
+    assert warmup_cosine(0, 1000, 100) == pytest.approx(1 / 100)
+    assert warmup_cosine(99, 1000, 100) == pytest.approx(1.0)
+    assert warmup_cosine(100, 1000, 100) == pytest.approx(1.0)
+    assert warmup_cosine(550, 1000, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+# ----------------------------------------------------------------------------- real layouts
+def test_missing_datasets_are_listed_in_one_line(run_cli, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    write_mtil(root, skip=("DTD", "SUN397", "MNIST"))
+    res = run_cli("run", "--stream", "mtil", "--strategy", "zscl", "--data-root", str(root))
+    assert res.returncode == 2  # a data error
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "3 of 11 MTIL datasets not found" in err
+    for name in ("DTD", "SUN397", "MNIST"):
+        assert name + " (" in err
+    assert "Aircraft (" not in err and "dtd/dtd/" in err
+
+
+def test_mtil_runs_on_the_real_layouts(run_cli, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    write_mtil(root, skip=("EuroSAT",))
+    write_split_folders(root, "eurosat", [f"class_{i}" for i in range(10)])  # the ZSCL layout
+    out = tmp_path / "r.csv"
+    res = run_cli(
+        "run", "--stream", "mtil", "--strategy", "zscl", "--data-root", str(root),
+        "--model", "clip-tiny", "--set", "iterations=2", "--set", "batch_size=4",
+        "--set", "ref_size=16", "--set", "count_flops=false", "--out", str(out), "-q",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = read_results(out)
+    acc = rows[rows.metric == "accuracy"]
+    assert len(acc) == 12 * 11
+    assert list(acc.eval_experience.iloc[:11]) == ORDER_I
+    summary = rows[rows.row_type == "summary"].set_index("metric").value
+    assert {"transfer", "avg", "last"} <= set(summary.index)
+    assert 0 <= summary["transfer"] <= 100
+    per_task = rows[(rows.row_type == "eval") & (rows.trained_upto == "final")]
+    assert sorted(per_task.metric.value_counts().items()) == [
+        ("avg", 11),
+        ("last", 11),
+        ("transfer", 10),
+    ]
+    assert "Transfer" in res.stdout and "SUN397" in res.stdout  # ZSCL's table is printed
+
+
+def test_open_clip_weights_offline_is_a_clear_error(run_cli, tmp_path):
+    res = run_cli(
+        "run", "--stream", "mtil-mini", "--strategy", "zero-shot", "--model", "ViT-B-16",
+        "--pretrained", "--out", str(tmp_path / "r.csv"),
+        env={"HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert res.returncode == 2  # a data error
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "'openai'" in err and "--pretrained /path" in err
+
+
+# ----------------------------------------------------------------------------- mtil-mini
+def _run(catalog, strategy, out, **sets):
+    spec = RunSpec(stream="mtil-mini", strategy=strategy, sets=sets, out=out)
+    return execute(spec, catalog).summary
+
+
+@pytest.fixture(scope="module")
+def mini(catalog, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mini") / "r.csv"
+    return {s: _run(catalog, s, out) for s in ("zero-shot", "finetune", "zscl")}
+
+
+def test_finetune_loses_transfer_and_zscl_keeps_it(mini):
+    zs, ft, zscl = mini["zero-shot"], mini["finetune"], mini["zscl"]
+    assert ft["transfer"] < zs["transfer"] - 10
+    assert zscl["transfer"] > zs["transfer"] - 3
+    assert zscl["last"] > ft["last"] - 5
+
+
+def test_zero_shot_never_trains(mini):
+    assert mini["zero-shot"]["trainable_params"] == 0
+    assert mini["zero-shot"]["avg"] == pytest.approx(mini["zero-shot"]["last"])
+
+
+def test_wise_ft_with_alpha_zero_returns_to_the_zero_shot_model(catalog, tmp_path, mini):
+    s = _run(catalog, "wise-ft", tmp_path / "r.csv", iterations=10, wise_alpha=0.0)
+    assert s["transfer"] == pytest.approx(mini["zero-shot"]["transfer"], abs=1e-6)
+    assert s["last"] == pytest.approx(mini["zero-shot"]["last"], abs=1e-6)
+
+
+def test_lwf_runs_on_mtil_mini(catalog, tmp_path):
+    s = _run(catalog, "lwf", tmp_path / "r.csv", iterations=5)
+    assert 0 < s["last"] <= 100 and s["trainable_params"] > 0
