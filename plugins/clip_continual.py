@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from cladapt.plugins.baselines import Finetune, FinetuneConfig
 from torch.utils.data import Dataset
 
-from cladapt.adaptation import frozen_copy
+from cladapt.adaptation import ema_update, frozen_copy
 from cladapt.batch import Batch, StepOutput
 from cladapt.config import param
 from cladapt.context import Run
@@ -202,9 +202,8 @@ class ZSCL(Finetune):
         # ZSCL updates at its 0-based iterations 0, avg_freq, 2 * avg_freq, ...
         if self.we_model is not None and (self.task_step - 1) % self.cfg.avg_freq == 0:
             self.we_n += 1
-            with torch.no_grad():
-                for w, p in zip(self.we_model.parameters(), run.model.parameters(), strict=True):
-                    w.mul_(self.we_n / (self.we_n + 1)).add_(p.detach(), alpha=1 / (self.we_n + 1))
+            # merge_we: a running mean of the weights, i.e. an EMA with momentum n / (n + 1)
+            ema_update(self.we_model, run.model, self.we_n / (self.we_n + 1))
 
     @hookimpl
     def cladapt_after_experience(self, run: Run, experience: Experience) -> None:
