@@ -115,11 +115,15 @@ class Augment(nn.Module):
 
 
 def adapt_step(run, loss: torch.Tensor) -> None:
-    """One optimizer step on ``loss`` inside ``cladapt_adapt`` (counts ``run.step``)."""
+    """One optimizer step on ``loss`` inside ``cladapt_adapt`` (counts ``run.step``; a NaN/inf
+    loss is flagged for the protocol's divergence check, without a host sync)."""
+    from cladapt.protocols.base import flag_nonfinite
+
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
     run.step += 1
+    flag_nonfinite(run, loss)
 
 
 def mean_teacher_step(

@@ -9,12 +9,18 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from cladapt import __version__
 from cladapt.config import field_help, parse_assignments
 from cladapt.errors import CladaptError
+from cladapt.terminal import (
+    clean,
+    exit_code,
+    install_signal_handlers,
+    install_warning_printer,
+    plain,
+)
 
 # Logs and pipes get wide tables instead of rich's 80-column default for non-terminals.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -47,9 +53,14 @@ site_option = click.option(
 )
 
 
+SEED_RANGE = click.IntRange(0, 2**32 - 1)
+
+
 def _fail(message: str, code: int = 2) -> None:
-    # escaped: messages such as "pip install 'cladapt[ray]'" must print as written
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    # printed as text: messages such as "pip install 'cladapt[ray]'" or names from a CSV must
+    # print as written (no markup), without control characters
+    line = plain("error: ", style="bold red") + plain(" ".join(clean(message).splitlines()))
+    err_console.print(line, highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -63,9 +74,10 @@ class CladaptGroup(click.Group):
             if os.environ.get(DEBUG_ENV):
                 raise
             _fail(str(exc))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             _fail(
-                "interrupted; rows of completed evaluations are kept in the results file", code=130
+                "interrupted; rows of completed evaluations are kept in the results file",
+                code=exit_code(exc),
             )
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
@@ -79,6 +91,8 @@ class CladaptGroup(click.Group):
 @click.version_option(__version__, prog_name="cladapt")
 def main() -> None:
     """Benchmark continual-learning, domain-adaptation and test-time-adaptation strategies."""
+    install_signal_handlers()
+    install_warning_printer(err_console)
 
 
 def _catalog(plugins: tuple[str, ...]):
@@ -96,7 +110,11 @@ def _catalog(plugins: tuple[str, ...]):
     "--set", "sets", multiple=True, metavar="KEY=VALUE", help="hyper-parameter override; repeatable"
 )
 @click.option(
-    "--seed", default=0, show_default=True, type=int, help="seeds python/numpy/torch and data order"
+    "--seed",
+    default=0,
+    show_default=True,
+    type=SEED_RANGE,
+    help="seeds python/numpy/torch and data order (0 .. 2^32-1)",
 )
 @click.option(
     "--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps"
@@ -191,7 +209,7 @@ def _print_outcome(outcome, out: Path) -> None:
     notes = run.stream.notes
     if notes:
         more = f" ({len(notes) - 1} more lines in the summary row's note)" if len(notes) > 1 else ""
-        err_console.print(f"[yellow]note:[/] {notes[0]}{more}", highlight=False)
+        err_console.print(plain("note: ", style="yellow") + plain(notes[0] + more))
     tables = outcome.result.tables
     if "accuracy_matrix" in tables:
         R, names = tables["accuracy_matrix"], tables["names"]
@@ -200,34 +218,34 @@ def _print_outcome(outcome, out: Path) -> None:
         )
         t.add_column("trained up to")
         for n in names:
-            t.add_column(n, justify="right")
+            t.add_column(plain(n), justify="right")
         for i, row in enumerate(R):
             t.add_row(
-                "initial" if i == 0 else names[i - 1],
+                plain("initial" if i == 0 else names[i - 1]),
                 *(f"{v:.1f}" if not np.isnan(v) else "" for v in row),
                 end_section=i == len(R) - 1 and "per_task" in tables,
             )
         for label, row in tables.get("per_task", {}).items():  # MTIL: ZSCL's Table 1 rows
-            t.add_row(label, *(f"{v:.1f}" if not np.isnan(v) else "" for v in row))
+            t.add_row(plain(label), *(f"{v:.1f}" if not np.isnan(v) else "" for v in row))
         console.print(t)
     if "errors" in tables:
         t = Table(title="error (%) per domain", title_justify="left")
         for n in tables["errors"]:
-            t.add_column(n, justify="right")
+            t.add_column(plain(n), justify="right")
         t.add_row(*(f"{v:.1f}" for v in tables["errors"].values()))
         console.print(t)
     where = f"{run.protocol}, {run.setting}, seed {run.seed}"
     title = f"{run.strategy.name} on {run.stream.name} ({where})"
-    t = Table(title=title, title_justify="left")
+    t = Table(title=plain(title), title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k, v in outcome.summary.items():
         t.add_row(
-            k,
+            plain(k),
             f"{v:,.0f}" if k == "trainable_params" else f"{v:.3g}" if abs(v) >= 1e6 else f"{v:.2f}",
         )
     console.print(t)
-    console.print(f"run {run.run_id}: rows appended to {out}", highlight=False)
+    console.print(plain(f"run {run.run_id}: rows appended to {out}"), highlight=False)
 
 
 @main.command(name="list")
@@ -248,12 +266,12 @@ def list_(what: str, plugins: tuple[str, ...]) -> None:
     t.add_column("description")
     t.add_column("plugin", style="dim")
     for e in registry:
-        cells = [e.name]
+        cells = [plain(e.name)]
         if what != "models":
-            cells.append(", ".join(e.protocols))
+            cells.append(plain(", ".join(e.protocols)))
         if what == "streams":
-            cells.append("yes" if e.extra.get("embedded") else "needs --data-root")
-        cells += [e.description, e.origin]
+            cells.append(plain("yes" if e.extra.get("embedded") else "needs --data-root"))
+        cells += [plain(e.description), plain(e.origin)]
         t.add_row(*cells)
     console.print(t)
 
@@ -268,16 +286,17 @@ def describe(strategy: str, plugins: tuple[str, ...]) -> None:
     catalog = _catalog(plugins)
     entry = catalog.strategies.get(strategy)
     console.print(
-        f"[bold]{entry.name}[/]: {(entry.factory.__doc__ or '').strip()}\n", highlight=False
+        plain(entry.name, style="bold") + plain(f": {(entry.factory.__doc__ or '').strip()}\n"),
+        highlight=False,
     )
     groups = [(f"strategy {entry.name}", entry.factory.Config)]
     groups += [(f"protocol {p}", PROTOCOLS[p].Config) for p in entry.protocols]
     for title, cls in groups:
-        t = Table(title=title, title_justify="left")
-        for col in ("parameter", "type", "default", "help"):
+        t = Table(title=plain(title), title_justify="left")
+        for col in ("parameter", "type", "default", "range", "help"):
             t.add_column(col)
-        for name, typ, default, help_ in field_help(cls):
-            t.add_row(name, typ, repr(default), help_)
+        for name, typ, default, valid, help_ in field_help(cls):
+            t.add_row(plain(name), plain(typ), plain(repr(default)), plain(valid), plain(help_))
         console.print(t)
 
 
@@ -298,13 +317,14 @@ def _print_leaderboard(table) -> None:
             for c in metric_columns(protocol, part)
             if c not in ("peak_memory_mb", "trainable_params", "wall_time_s", "inference_flops")
         ]
-        t = Table(title=f"{protocol} (mean ± std over seeds)", title_justify="left")
+        t = Table(title=plain(f"{protocol} (mean ± std over seeds)"), title_justify="left")
         for c in ("stream", "setting", "strategy", "model", "seeds"):
             t.add_column(c)
         for c in cols:
-            t.add_column(c, justify="right")
+            t.add_column(plain(c), justify="right")
         for _, r in part.iterrows():
-            cells = [str(r.stream), str(r.setting), str(r.strategy), str(r.model), str(r.seeds)]
+            cells = [plain(r.stream), plain(r.setting), plain(r.strategy), plain(r.model)]
+            cells.append(str(r.seeds))
             cells += [_fmt(r[f"{c}_mean"], r[f"{c}_std"], r.seeds) for c in cols]
             t.add_row(*cells)
         console.print(t)
@@ -326,11 +346,14 @@ def leaderboard(ctx: click.Context, results: tuple[Path, ...], fmt: str) -> None
         return
     from cladapt.leaderboard import aggregate as agg
 
-    table = agg.aggregate(agg.load(results or (DEFAULT_RESULTS,)))
+    df = agg.load(results or (DEFAULT_RESULTS,))
+    table = agg.aggregate(df)
     if fmt == "table":
         _print_leaderboard(table)
-    elif fmt == "csv":
-        click.echo(table.to_csv(index=False), nl=False)
+        if note := agg.uncounted(df):
+            console.print(plain(note, style="dim"))
+    elif fmt == "csv":  # spreadsheet-bound: formula-like cells neutralised (docs/metrics.md)
+        click.echo(agg.to_csv(table), nl=False)
     elif fmt == "md":
         click.echo(agg.to_markdown(table))
     else:
@@ -345,9 +368,12 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
     from cladapt.leaderboard.aggregate import load
     from cladapt.leaderboard.site import build_site
 
-    pages = build_site(load(results or (DEFAULT_RESULTS,)), site)
+    inputs = results or (DEFAULT_RESULTS,)
+    files = build_site(load(inputs), site, inputs=inputs)
+    pages = [f for f in files if f.suffix == ".html"]
     console.print(
-        f"wrote {len(pages)} pages to {site}/ (open {site / 'index.html'})", highlight=False
+        plain(f"wrote {len(pages)} pages to {site}/ (open {site / 'index.html'})"),
+        highlight=False,
     )
 
 
@@ -383,6 +409,7 @@ def bench(suite, seeds, out, site, append, device, only, plugins):
 
     from cladapt.leaderboard.aggregate import aggregate, load
     from cladapt.leaderboard.site import build_site
+    from cladapt.results import check_results_path, is_sink
     from cladapt.runner import RunSpec, execute
 
     catalog = _catalog(plugins)
@@ -406,12 +433,13 @@ def bench(suite, seeds, out, site, append, device, only, plugins):
         for seed in range(seeds)
     ]
     for name, missing in unavailable.items():
-        err_console.print(f"skipping {name}: needs {missing} (optional extra)", highlight=False)
-    if out.exists() and not append:
+        err_console.print(plain(f"skipping {name}: needs {missing} (optional extra)"))
+    check_results_path(out)  # never delete or append to a file that is not a results CSV
+    if out.exists() and not append and not is_sink(out):
         out.unlink()
     failures = []
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -427,10 +455,12 @@ def bench(suite, seeds, out, site, append, device, only, plugins):
             progress.advance(task)
     df = load([out])
     _print_leaderboard(aggregate(df))
-    pages = build_site(df, site)
+    pages = [f for f in build_site(df, site, inputs=[out]) if f.suffix == ".html"]
     console.print(
-        f"{len(jobs)} runs, {len(failures)} failed; results in {out}, "
-        f"site in {site}/ ({len(pages)} pages)",
+        plain(
+            f"{len(jobs)} runs, {len(failures)} failed; results in {out}, "
+            f"site in {site}/ ({len(pages)} pages)"
+        ),
         highlight=False,
     )
     _exit_if_failed(failures)
@@ -450,7 +480,7 @@ def _bench_pair(stream, strategy) -> bool:
 def _exit_if_failed(failures: list[str]) -> None:
     """List the runs of a bench or sweep that failed (each already has an error row); exit 1."""
     for line in failures:
-        err_console.print(f"[red]failed:[/] {escape(line)}", highlight=False)
+        err_console.print(plain("failed: ", style="red") + plain(line), highlight=False)
     if failures:
         sys.exit(1)
 
@@ -513,6 +543,7 @@ def sweep(
     """Run a grid of runs (streams x strategies x seeds) on Ray; finished runs are skipped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from cladapt.results import check_results_path
     from cladapt.runner import RunSpec
     from cladapt.sweep import label, plan, ray_available
     from cladapt.sweep import sweep as run_sweep
@@ -525,8 +556,13 @@ def sweep(
         catalog.strategies.get(name)
     try:
         seed_list = [int(s) for s in _names(seeds)]
+        if any(not 0 <= s < 2**32 for s in seed_list):
+            raise ValueError
     except ValueError:
-        raise CladaptError(f"--seeds must be integers separated by commas, got {seeds!r}") from None
+        raise CladaptError(
+            f"--seeds must be integers in 0 .. 2^32-1 separated by commas, got {seeds!r}"
+        ) from None
+    check_results_path(out)
     if backend == "ray" and not ray_available():
         raise CladaptError("--backend ray needs Ray: pip install 'cladapt[ray]'")
     if address and not ray_available():
@@ -542,7 +578,7 @@ def sweep(
         data_root=data_root,
         plugins=tuple(plugins),
     )
-    jobs, skipped = plan(stream_names, strategy_names, seed_list, base)
+    jobs, skipped = plan(stream_names, strategy_names, seed_list, base, catalog)
     if backend == "sequential":
         err_console.print("running the sweep sequentially in this process", highlight=False)
     elif backend == "auto" and not ray_available():
@@ -554,7 +590,7 @@ def sweep(
     counts = {"done": 0, "failed": 0, "running": 0}
     failures: list[str] = []
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -579,8 +615,10 @@ def sweep(
 
         used = run_sweep(jobs, on_event, backend, address, workers)
     console.print(
-        f"{len(jobs)} runs ({used}), {counts['done']} done, {counts['failed']} failed, "
-        f"{len(skipped)} skipped (already in {out})",
+        plain(
+            f"{len(jobs)} runs ({used}), {counts['done']} done, {counts['failed']} failed, "
+            f"{len(skipped)} skipped (already in {out})"
+        ),
         highlight=False,
     )
     _exit_if_failed(failures)

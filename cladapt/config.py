@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -69,30 +70,84 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
-def field_help(cls: type) -> list[tuple[str, str, Any, str]]:
-    """(name, type name, default, help) of each field of a config dataclass."""
+def field_help(cls: type) -> list[tuple[str, str, Any, str, str]]:
+    """(name, type name, default, valid range, help) of each field of a config dataclass."""
     rows = []
     for f in dataclasses.fields(cls):
         ann = _field_type(cls, f)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         rows.append(
-            (f.name, getattr(ann, "__name__", str(ann)), default, f.metadata.get("help", ""))
+            (
+                f.name,
+                getattr(ann, "__name__", str(ann)),
+                default,
+                describe_range(f.metadata.get("range")),
+                f.metadata.get("help", ""),
+            )
         )
     return rows
 
 
+def _numeric(annotation: Any) -> bool:
+    if annotation in (int, float):
+        return True
+    return typing.get_origin(annotation) in (tuple, list) and any(
+        a in (int, float) for a in typing.get_args(annotation)
+    )
+
+
+def describe_range(bounds: tuple | None) -> str:
+    if not bounds:
+        return ""
+    lo, hi, lo_open, hi_open = bounds
+    left = "" if lo is None else f"{lo} {'<' if lo_open else '<='} "
+    right = "" if hi is None else f" {'<' if hi_open else '<='} {hi}"
+    return f"{left}x{right}"
+
+
+def check_range(key: str, value: Any, bounds: tuple | None) -> None:
+    """One-line ConfigError if a number is NaN/infinite or outside its declared range."""
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            check_range(key, v, bounds)
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"--set {key}={value}: must be a finite number")
+    if not bounds:
+        return
+    lo, hi, lo_open, hi_open = bounds
+    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
+        hi is not None and (value >= hi if hi_open else value > hi)
+    )
+    if bad:
+        raise ConfigError(f"--set {key}={value}: out of range, expected {describe_range(bounds)}")
+
+
 def build_config(cls: type, values: Mapping[str, Any]) -> Any:
-    """Instantiate config dataclass ``cls`` from ``values`` (strings are coerced)."""
+    """Instantiate config dataclass ``cls`` from ``values`` (strings are coerced, numbers
+    checked against their declared range)."""
     names = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
         if key not in names:
             raise UnknownNameError("parameter", key, names)
         kwargs[key] = coerce(value, _field_type(cls, names[key]), key)
+        check_range(key, kwargs[key], names[key].metadata.get("range"))
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
+
+
+def unranged_numbers(cls: type) -> list[str]:
+    """Numeric fields of ``cls`` that declare no valid range (a test keeps this empty)."""
+    return [
+        f.name
+        for f in dataclasses.fields(cls)
+        if _numeric(_field_type(cls, f)) and "range" not in f.metadata
+    ]
 
 
 def split_values(values: Mapping[str, Any], *classes: type) -> list[dict[str, Any]]:
@@ -111,10 +166,29 @@ def split_values(values: Mapping[str, Any], *classes: type) -> list[dict[str, An
     return parts
 
 
-def param(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with help text: ``lr: float = param(1e-3, "learning rate")``."""
+def param(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A dataclass field with help text and, for numbers, its valid range:
+    ``lr: float = param(1e-3, "learning rate", ge=0)``. Numbers are always finite; every
+    numeric parameter declares a range (``ge``/``gt`` lower, ``le``/``lt`` upper bound)."""
+    metadata: dict[str, Any] = {"help": help}
+    if any(b is not None for b in (ge, gt, le, lt)):
+        metadata["range"] = (
+            gt if gt is not None else ge,
+            lt if lt is not None else le,
+            gt is not None,
+            lt is not None,
+        )
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(
-            default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs
+            default_factory=lambda: type(default)(default), metadata=metadata, **kwargs
         )
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)

@@ -32,3 +32,16 @@ class DataError(CladaptError):
 
 class DivergenceError(CladaptError):
     """A loss became NaN or infinite."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM: the run writes an error row and stops."""
+
+    def __init__(self, signal_name: str = "SIGINT") -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def interruption_note(exc: BaseException) -> str:
+    name = getattr(exc, "signal_name", "SIGINT")
+    return "interrupted (Ctrl-C)" if name == "SIGINT" else f"interrupted ({name})"

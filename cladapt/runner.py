@@ -22,7 +22,13 @@ from cladapt.device import (
     resolve_device,
     seed_everything,
 )
-from cladapt.errors import CladaptError, ConfigError, DataError, UnknownNameError
+from cladapt.errors import (
+    CladaptError,
+    ConfigError,
+    DataError,
+    UnknownNameError,
+    interruption_note,
+)
 from cladapt.hookspecs import hookimpl
 from cladapt.manager import Catalog, load_catalog, run_manager
 from cladapt.models.checkpoints import load_into
@@ -30,7 +36,7 @@ from cladapt.models.factory import Normalized, check_model_name, create_model
 from cladapt.models.source import get_source_model
 from cladapt.progress import NullProgress
 from cladapt.protocols import PROTOCOLS, ProtocolResult
-from cladapt.results import Record, append_rows, new_run_id, now_iso
+from cladapt.results import Record, append_rows, check_results_path, new_run_id, now_iso
 
 DEFAULT_OUT = Path("leaderboard") / "results.csv"
 
@@ -105,6 +111,10 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
     computed; a failure or Ctrl-C appends an ``error`` row and re-raises."""
     catalog = catalog or load_catalog(spec.plugins)
     progress = progress or NullProgress()
+    if spec.out is not None:  # fail now, not after the run: a foreign file, a read-only folder
+        check_results_path(spec.out)
+    if not 0 <= int(spec.seed) < 2**32:
+        raise ConfigError(f"--seed {spec.seed}: expected an integer in 0 .. 2^32-1")
     stream_entry, strategy_entry, protocol_cls = _resolve(spec, catalog)
 
     reg_names = list(dict.fromkeys([*strategy_entry.factory.regularizers, *spec.regularizers]))
@@ -163,6 +173,7 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
     if stream.prompts is not None:
         model_kwargs["prompts"] = stream.prompts
     check_model_name(catalog.models, model_name)
+    _check_pretrained(spec.pretrained, model_name, catalog)
     if spec.checkpoint and not Path(spec.checkpoint).is_file():
         raise DataError(f"checkpoint not found: {spec.checkpoint}")
 
@@ -249,10 +260,10 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
     try:
         result = protocol_cls().run(run)
         status = "ok"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through the CLI's handler
         status = "interrupted"
         writer.write(
-            [Record("run_failed", float("nan"), row_type="error", note="interrupted (Ctrl-C)")]
+            [Record("run_failed", float("nan"), row_type="error", note=interruption_note(exc))]
         )
         raise
     except Exception as exc:
@@ -283,6 +294,24 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         ]
     )
     return RunOutcome(run=run, result=result, summary=summary)
+
+
+def _check_pretrained(pretrained: bool | str, model_name: str, catalog: Catalog) -> None:
+    """``--pretrained TAG|FILE`` names open_clip weights; other models take the bare flag."""
+    if not isinstance(pretrained, str) or pretrained in ("default", "true"):
+        return
+    from cladapt.models.clip import is_open_clip_name
+
+    if model_name in catalog.models or not is_open_clip_name(model_name):
+        raise ConfigError(
+            f"--pretrained {pretrained}: a weights tag or file only applies to open_clip models; "
+            f"for {model_name!r} pass --pretrained without a value (its library's weights) or "
+            "--checkpoint FILE"
+        )
+    if ("/" in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors"))) and (
+        not Path(pretrained).expanduser().is_file()
+    ):
+        raise DataError(f"--pretrained {pretrained}: no such weights file")
 
 
 def _stream_defaults(stream, config_cls) -> dict[str, Any]:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cladapt.errors import ConfigError, UnknownNameError
 from cladapt.runner import RunSpec
 
 
@@ -35,11 +37,43 @@ class SweepReport:
 
 
 def _norm(value: Any) -> str:
-    """One spelling per value: 0.010 == 1e-2 == "0.01"."""
-    try:
+    """One spelling per typed value: 0.010 == 1e-2, True == true, (1, 2) == [1.0, 2.0]. Values
+    must be typed first (:func:`typed_sets`): the string "false" and False differ here."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
         return repr(float(value))
-    except (TypeError, ValueError):
-        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_norm(v) for v in value) + "]"
+    return str(value)
+
+
+def typed_sets(catalog, stream: str, strategy: str, sets: dict[str, Any]) -> dict[str, Any]:
+    """``--set`` strings converted to their parameters' types for this (stream, strategy), the
+    way the run itself will read them, so that a key matches the run's ``params_json``."""
+    from cladapt.config import coerce, split_values
+    from cladapt.runner import _resolve, regularizer_entry
+
+    strategy_entry = catalog.strategies.get(strategy)
+    protocol_cls = _resolve(RunSpec(stream, strategy), catalog)[2]
+    regs = [
+        regularizer_entry(catalog, name, protocol_cls.name)
+        for name in strategy_entry.factory.regularizers
+    ]
+    classes = [
+        protocol_cls.Config,
+        strategy_entry.factory.Config,
+        *(r.factory.Config for r in regs),
+    ]
+    typed: dict[str, Any] = {}
+    try:
+        parts = split_values(sets, *classes)
+    except UnknownNameError as exc:
+        raise ConfigError(f"{exc} (for {strategy} on {stream})") from None
+    for cls, part in zip(classes, parts, strict=True):
+        hints = typing.get_type_hints(cls)
+        typed |= {k: coerce(v, hints[k], k) for k, v in part.items()}
+    return typed
 
 
 def run_key(
@@ -94,14 +128,19 @@ def plan(
     strategies: Iterable[str],
     seeds: Iterable[int],
     base: RunSpec,
+    catalog=None,
 ) -> tuple[list[SweepJob], list[str]]:
     """(jobs to run, keys skipped because the CSV already has them)."""
+    from cladapt.manager import load_catalog
+
+    catalog = catalog or load_catalog(base.plugins)
     done = finished_keys(Path(base.out), base.sets, base.model, base.setting)
     jobs, skipped = [], []
     for stream in streams:
         for strategy in strategies:
+            typed = typed_sets(catalog, stream, strategy, base.sets)
             for seed in seeds:
-                key = run_key(stream, strategy, base.sets, base.model, base.setting, seed)
+                key = run_key(stream, strategy, typed, base.model, base.setting, seed)
                 if key in done:
                     skipped.append(key)
                 else:

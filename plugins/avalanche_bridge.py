@@ -68,41 +68,41 @@ class _Targets(Dataset):
 
 @dataclass
 class BridgeConfig:
-    lr: float = param(0.01, "SGD learning rate")
-    momentum: float = param(0.9, "SGD momentum")
+    lr: float = param(0.01, "SGD learning rate", ge=0)
+    momentum: float = param(0.9, "SGD momentum", ge=0, lt=1)
 
 
 @dataclass
 class EWCBridgeConfig(BridgeConfig):
-    ewc_lambda: float = param(1.0, "EWC penalty weight")
+    ewc_lambda: float = param(1.0, "EWC penalty weight", ge=0)
 
 
 @dataclass
 class LwFBridgeConfig(BridgeConfig):
-    alpha: float = param(1.0, "distillation weight")
-    temperature: float = param(2.0, "softmax temperature")
+    alpha: float = param(1.0, "distillation weight", ge=0, le=1)
+    temperature: float = param(2.0, "softmax temperature", gt=0)
 
 
 @dataclass
 class ReplayBridgeConfig(BridgeConfig):
-    mem_size: int = param(200, "replay buffer size (images)")
+    mem_size: int = param(200, "replay buffer size (images)", ge=1)
 
 
 @dataclass
 class SIBridgeConfig(BridgeConfig):
-    si_lambda: float = param(1e-4, "SI penalty weight")
+    si_lambda: float = param(1e-4, "SI penalty weight", ge=0)
 
 
 @dataclass
 class GEMBridgeConfig(BridgeConfig):
-    patterns_per_exp: int = param(32, "memory images per experience")
-    memory_strength: float = param(0.5, "gradient projection margin")
+    patterns_per_exp: int = param(32, "memory images per experience", ge=1)
+    memory_strength: float = param(0.5, "gradient projection margin", ge=0)
 
 
 @dataclass
 class AGEMBridgeConfig(BridgeConfig):
-    patterns_per_exp: int = param(32, "memory images per experience")
-    sample_size: int = param(64, "memory images per reference gradient")
+    patterns_per_exp: int = param(32, "memory images per experience", ge=1)
+    sample_size: int = param(64, "memory images per reference gradient", ge=1)
 
 
 class AvalancheStrategy(Strategy):

@@ -18,13 +18,13 @@ from cladapt.strategy import Strategy
 @dataclass
 class FinetuneConfig:
     optimizer: Literal["sgd", "adam", "adamw"] = param("sgd", "optimizer")
-    lr: float = param(0.01, "learning rate")
-    momentum: float = param(0.9, "SGD momentum (Adam: beta1)")
-    weight_decay: float = param(0.0, "weight decay")
+    lr: float = param(0.01, "learning rate", ge=0)
+    momentum: float = param(0.9, "SGD momentum (Adam: beta1)", ge=0, lt=1)
+    weight_decay: float = param(0.0, "weight decay", ge=0)
     schedule: Literal["constant", "cosine"] = param(
         "constant", "learning rate per experience: constant, or linear warm-up then cosine decay"
     )
-    warmup_steps: int = param(0, "warm-up steps of the cosine schedule")
+    warmup_steps: int = param(0, "warm-up steps of the cosine schedule", ge=0)
     reset_optimizer: bool = param(
         False, "a fresh optimizer for every experience (ZSCL's scripts run each task anew)"
     )

@@ -78,7 +78,9 @@ class ZeroShot(Strategy):
 
 @dataclass
 class WiSEConfig(FinetuneConfig):
-    wise_alpha: float = param(0.8, "weight of the fine-tuned model in the interpolation")
+    wise_alpha: float = param(
+        0.8, "weight of the fine-tuned model in the interpolation", ge=0, le=1
+    )
     wise_anchor: Literal["zero-shot", "previous"] = param(
         "zero-shot", "interpolate with the zero-shot model or the model at the task's start"
     )
@@ -115,17 +117,17 @@ class WiSEFT(Finetune):
 
 @dataclass
 class ZSCLConfig(FinetuneConfig):
-    zscl_temperature: float = param(2.0, "distillation temperature T")
-    image_loss: float = param(1.0, "weight of the distillation along the sentences (0: off)")
-    text_loss: float = param(1.0, "weight of the distillation along the images (0: off)")
-    l2: float = param(1.0, "weight of sum ||theta - theta_task_start||^2 (ZSCL.sh: --l2 1)")
+    zscl_temperature: float = param(2.0, "distillation temperature T", gt=0)
+    image_loss: float = param(1.0, "weight of the distillation along the sentences (0: off)", ge=0)
+    text_loss: float = param(1.0, "weight of the distillation along the images (0: off)", ge=0)
+    l2: float = param(1.0, "weight of sum ||theta - theta_task_start||^2 (ZSCL.sh: --l2 1)", ge=0)
     we: bool = param(True, "weight ensemble: evaluate and continue from the averaged weights")
-    avg_freq: int = param(100, "steps between weight-ensemble updates")
+    avg_freq: int = param(100, "steps between weight-ensemble updates", ge=1)
     ref_images: str = param("", "folder of reference images (default: the embedded set)")
     ref_texts: str = param("", "text file of reference sentences, one per line (default: embedded)")
-    ref_size: int = param(1000, "images in the embedded reference set")
-    ref_sentences: int = param(200, "sentences in the embedded reference set")
-    ref_batch_size: int = param(0, "reference images per step (0: the training batch size)")
+    ref_size: int = param(1000, "images in the embedded reference set", ge=1)
+    ref_sentences: int = param(200, "sentences in the embedded reference set", ge=1)
+    ref_batch_size: int = param(0, "reference images per step (0: the training batch size)", ge=0)
 
 
 class ZSCL(Finetune):

@@ -84,12 +84,14 @@ def domain_classifier(dim: int, kind: Literal["small", "large"]) -> nn.Module:
 
 @dataclass
 class SourceOnlyConfig:
-    lr: float = param(0.01, "initial learning rate mu_0")
-    momentum: float = param(0.9, "SGD momentum")
-    weight_decay: float = param(0.0, "weight decay")
-    lr_alpha: float = param(10.0, "annealing: mu_p = mu_0 / (1 + lr_alpha p)^lr_beta")
-    lr_beta: float = param(0.75, "annealing exponent")
-    backbone_lr_mult: float = param(1.0, "lr multiplier of the backbone (0.1 for pretrained ones)")
+    lr: float = param(0.01, "initial learning rate mu_0", ge=0)
+    momentum: float = param(0.9, "SGD momentum", ge=0, lt=1)
+    weight_decay: float = param(0.0, "weight decay", ge=0)
+    lr_alpha: float = param(10.0, "annealing: mu_p = mu_0 / (1 + lr_alpha p)^lr_beta", ge=0)
+    lr_beta: float = param(0.75, "annealing exponent", ge=0)
+    backbone_lr_mult: float = param(
+        1.0, "lr multiplier of the backbone (0.1 for pretrained ones)", ge=0
+    )
 
 
 class SourceOnly(Strategy):
@@ -143,8 +145,8 @@ class SourceOnly(Strategy):
 
 @dataclass
 class DANNConfig(SourceOnlyConfig):
-    gamma: float = param(10.0, "lambda_p = lambda_max * (2 / (1 + exp(-gamma p)) - 1)")
-    lambda_max: float = param(1.0, "final weight of the reversed domain gradient")
+    gamma: float = param(10.0, "lambda_p = lambda_max * (2 / (1 + exp(-gamma p)) - 1)", ge=0)
+    lambda_max: float = param(1.0, "final weight of the reversed domain gradient", ge=0)
     domain_head: Literal["auto", "small", "large"] = param(
         "auto",
         "small: x-100-2 (digits); large: x-1024-1024-1 (ResNet/AlexNet); auto by feature width",

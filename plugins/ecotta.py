@@ -44,7 +44,7 @@ from cladapt.context import Run
 from cladapt.data.batching import iterate, num_batches
 from cladapt.errors import ConfigError
 from cladapt.hookspecs import hookimpl
-from cladapt.models.checkpoints import cache_dir, fingerprint, load_into, save_checkpoint
+from cladapt.models.checkpoints import cache_dir, fingerprint, load_cached, save_checkpoint
 from cladapt.registry import StrategyRegistry
 from cladapt.strategy import Strategy
 
@@ -174,12 +174,12 @@ def attach_meta_blocks(model: nn.Module, input_shape: tuple[int, int, int]) -> n
 
 @dataclass
 class EcoTTAConfig:
-    lr: float = param(5e-3, "SGD learning rate (EcoTTA: 5e-3)")
-    momentum: float = param(0.9, "SGD momentum")
-    reg_weight: float = param(0.5, "lambda of the self-distilled regularisation")
-    entropy_margin: float = param(0.4, "entropy loss on samples with entropy < margin * ln C")
-    warmup_epochs: int = param(10, "meta-block warm-up epochs on the source data (0: none)")
-    warmup_lr: float = param(5e-3, "warm-up SGD learning rate")
+    lr: float = param(5e-3, "SGD learning rate (EcoTTA: 5e-3)", ge=0)
+    momentum: float = param(0.9, "SGD momentum", ge=0, lt=1)
+    reg_weight: float = param(0.5, "lambda of the self-distilled regularisation", ge=0)
+    entropy_margin: float = param(0.4, "entropy loss on samples with entropy < margin * ln C", gt=0)
+    warmup_epochs: int = param(10, "meta-block warm-up epochs on the source data (0: none)", ge=0)
+    warmup_lr: float = param(5e-3, "warm-up SGD learning rate", ge=0)
 
 
 class EcoTTA(Strategy):
@@ -225,8 +225,7 @@ class EcoTTA(Strategy):
             version=1,
         )
         path = cache_dir() / "models" / f"ecotta-meta-{run.stream.source_id}-{key}.pt"
-        if path.is_file():
-            load_into(self.blocks, path)
+        if load_cached(self.blocks, path):
             return True
         gen = torch.Generator().manual_seed(0)
         opt = torch.optim.SGD(self.blocks.parameters(), lr=c.warmup_lr, momentum=0.9)

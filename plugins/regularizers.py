@@ -46,8 +46,8 @@ def seen_classes(run: Run, upto: int) -> torch.Tensor | None:
 
 @dataclass
 class LwFConfig:
-    lwf_alpha: float = param(1.0, "lambda_o: weight of the distillation loss")
-    lwf_temperature: float = param(2.0, "distillation temperature T")
+    lwf_alpha: float = param(1.0, "lambda_o: weight of the distillation loss", ge=0)
+    lwf_temperature: float = param(2.0, "distillation temperature T", gt=0)
 
 
 class LwF(Regularizer):
@@ -87,9 +87,9 @@ class LwF(Regularizer):
 @dataclass
 class EWCConfig:
     ewc_lambda: float = param(
-        1.0, "penalty strength lambda (dataset-dependent; large values diverge)"
+        1.0, "penalty strength lambda (dataset-dependent; large values diverge)", ge=0
     )
-    ewc_samples: int = param(512, "training images per task used to estimate the Fisher")
+    ewc_samples: int = param(512, "training images per task used to estimate the Fisher", ge=1)
 
 
 class EWC(Regularizer):

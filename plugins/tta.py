@@ -75,6 +75,8 @@ class AlphaBNConfig:
         0.1,
         "weight of the TEST-BATCH statistics: mu = (1-alpha)*mu_source + alpha*mu_batch "
         "(same for the variance); 0 = source model, 1 = bn-adapt",
+        ge=0,
+        le=1,
     )
 
 
@@ -111,9 +113,9 @@ class TentConfig:
     optimizer: Literal["sgd", "adam"] = param(
         "adam", "optimizer (Tent: Adam on CIFAR, SGD on ImageNet)"
     )
-    lr: float = param(1e-3, "learning rate (Tent CIFAR: 1e-3; ImageNet SGD: 2.5e-4)")
-    momentum: float = param(0.9, "SGD momentum / Adam beta1")
-    steps: int = param(1, "gradient steps per test batch")
+    lr: float = param(1e-3, "learning rate (Tent CIFAR: 1e-3; ImageNet SGD: 2.5e-4)", ge=0)
+    momentum: float = param(0.9, "SGD momentum / Adam beta1", ge=0, lt=1)
+    steps: int = param(1, "gradient steps per test batch", ge=1)
 
 
 def configure_norm_adaptation(run: Run) -> list[nn.Parameter]:
@@ -169,14 +171,19 @@ class Tent(Strategy):
 
 @dataclass
 class CoTTAConfig:
-    lr: float = param(1e-3, "Adam learning rate (CoTTA CIFAR: 1e-3)")
-    momentum: float = param(0.9, "Adam beta1")
-    ema: float = param(0.999, "teacher EMA momentum")
+    lr: float = param(1e-3, "Adam learning rate (CoTTA CIFAR: 1e-3)", ge=0)
+    momentum: float = param(0.9, "Adam beta1", ge=0, lt=1)
+    ema: float = param(0.999, "teacher EMA momentum", ge=0, le=1)
     confidence_threshold: float = param(
-        0.92, "augment when the source model's mean max-probability is below this (CIFAR10: 0.92)"
+        0.92,
+        "augment when the source model's mean max-probability is below this (CIFAR10: 0.92)",
+        ge=0,
+        le=1,
     )
-    restore_prob: float = param(0.01, "stochastic restore probability per weight (CIFAR: 0.01)")
-    augmentations: int = param(32, "augmented teacher passes when augmenting")
+    restore_prob: float = param(
+        0.01, "stochastic restore probability per weight (CIFAR: 0.01)", ge=0, le=1
+    )
+    augmentations: int = param(32, "augmented teacher passes when augmenting", ge=1)
 
 
 class CoTTA(Strategy):

@@ -122,15 +122,19 @@ def set_scales(model: nn.Module, low: float, high: float) -> None:
 
 @dataclass
 class ViDAConfig:
-    lr: float = param(1e-4, "Adam learning rate of the model's parameters (CIFAR10: 1e-4)")
-    adapter_lr: float = param(1e-5, "Adam learning rate of the adapters (CIFAR10: 1e-5)")
-    rank_low: int = param(1, "rank of the low-rank adapter")
-    rank_high: int = param(128, "rank of the high-rank adapter")
-    ema: float = param(0.999, "teacher EMA momentum of the model's parameters")
-    ema_adapters: float = param(0.999, "teacher EMA momentum of the adapters (ImageNet: 0.8)")
-    uncertainty_threshold: float = param(0.05, "HKA threshold on u (CIFAR 0.05, ImageNet 0.2)")
-    augmentations: int = param(10, "augmented teacher passes for the uncertainty")
-    restore_prob: float = param(0.1, "stochastic restore probability per weight")
+    lr: float = param(1e-4, "Adam learning rate of the model's parameters (CIFAR10: 1e-4)", ge=0)
+    adapter_lr: float = param(1e-5, "Adam learning rate of the adapters (CIFAR10: 1e-5)", ge=0)
+    rank_low: int = param(1, "rank of the low-rank adapter", ge=1)
+    rank_high: int = param(128, "rank of the high-rank adapter", ge=1)
+    ema: float = param(0.999, "teacher EMA momentum of the model's parameters", ge=0, le=1)
+    ema_adapters: float = param(
+        0.999, "teacher EMA momentum of the adapters (ImageNet: 0.8)", ge=0, le=1
+    )
+    uncertainty_threshold: float = param(
+        0.05, "HKA threshold on u (CIFAR 0.05, ImageNet 0.2)", ge=0
+    )
+    augmentations: int = param(10, "augmented teacher passes for the uncertainty", ge=1)
+    restore_prob: float = param(0.1, "stochastic restore probability per weight", ge=0, le=1)
 
 
 class ViDA(Strategy):

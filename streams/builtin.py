@@ -370,15 +370,16 @@ def build_cifar_c(
     root = _data_root(data_root, f"stream {name!r}")
     directory = find_dir(root, d["dir"], "labels.npy")
     n = int(d.get("n_examples", 10_000))
-    exps = _corruption_experiences(d, lambda c, s: cifar_c(directory, c, s, n))
+    num_classes = 100 if "100" in d["source_dataset"] else 10
+    exps = _corruption_experiences(d, lambda c, s: cifar_c(directory, c, s, n, num_classes))
     source = None
     try:
         train, test, names = open_dataset({"torchvision": d["source_dataset"]}, root, 32, download)
         source = Experience(name="clean", kind="domain", train=train, test=test)
     except DataError:
-        names = [str(i) for i in range(100 if "100" in d["source_dataset"] else 10)]
+        names = [str(i) for i in range(num_classes)]
     common = _common(name, d) | {"class_names": list(names)}
-    notes = [] if source else [f"no {d['source_dataset']} under {root}: pass --checkpoint"]
+    notes = [] if source else [f"no {d['source_dataset']} under {root}: no source model to train"]
     return Stream(experiences=exps, source=source, notes=notes, **common)
 
 

@@ -43,7 +43,7 @@ def test_cifar10_c_reader_slices_severities(tmp_path, catalog, out):
     assert int(x[0, 0, 0, 0]) == 10 * 5 + 3  # severity 5 rows of defocus_blur
     x2, _ = stream.experiences[3].at_severity(2).tensors
     assert int(x2[0, 0, 0, 0]) == 10 * 2 + 3
-    assert stream.notes and "checkpoint" in stream.notes[0]  # no clean CIFAR-10 here
+    assert stream.notes and "no CIFAR10" in stream.notes[0]  # no clean CIFAR-10 here
     ckpt = _checkpoint(tmp_path / "m.pt", 10)
     spec = RunSpec(
         "cifar10-c",

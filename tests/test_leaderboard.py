@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from cladapt.cli import main
 from cladapt.leaderboard.aggregate import aggregate, load
-from cladapt.leaderboard.site import build_site
+from cladapt.leaderboard.site import build_site, slug
 from cladapt.results import COLUMNS, append_rows
 
 XSS = "<script>window.__xss = 1</script>"
@@ -102,14 +102,15 @@ def test_leaderboard_formats(results):
 def test_site_escapes_csv_strings_and_links_everything(results, tmp_path):
     site = tmp_path / "site"
     pages = build_site(load([results]), site)
-    assert {p.name for p in pages} == {"index.html", "s1.html"}
-    page = (site / "streams" / "s1.html").read_text()
+    s1 = f"{slug('s1')}.html"
+    assert {p.name for p in pages} == {"index.html", s1, "results.csv"}
+    page = (site / "streams" / s1).read_text()
     assert XSS not in page and "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in page
     assert page.count("<script>") == 1  # only the site's own sorting script
     assert 'href="../results.csv"' in page and (site / "results.csv").exists()
     assert "error % per domain" in page and "<svg" in page and "beta-broken" in page
     index = (site / "index.html").read_text()
-    assert 'href="streams/s1.html"' in index and ">alpha<" in index
+    assert f'href="streams/{s1}"' in index and ">alpha<" in index
 
 
 @pytest.mark.slow
@@ -134,7 +135,7 @@ def test_bench_runs_embedded_pairs_and_builds_site(tmp_path):
     assert res.exit_code == 0, res.output
     df = pd.read_csv(out)
     assert set(df.strategy) == {"source", "bn-adapt"} and set(df.stream) == {"digits-shift"}
-    assert (site / "streams" / "digits-shift.html").exists()
+    assert (site / "streams" / f"{slug('digits-shift')}.html").exists()
     again = CliRunner().invoke(
         main, ["bench", "--seeds", "1", "--only", "source", "--out", str(out), "--site", str(site)]
     )
@@ -146,5 +147,5 @@ def test_integer_metrics_render_without_decimals(tmp_path):
     rows = summary_rows("r1", "alpha", 0, {"mean_error": 10.0, "trainable_params": 94762.0})
     append_rows(tmp_path / "r.csv", rows)
     build_site(load([tmp_path / "r.csv"]), tmp_path / "site")
-    page = (tmp_path / "site" / "streams" / "s1.html").read_text()
+    page = (tmp_path / "site" / "streams" / f"{slug('s1')}.html").read_text()
     assert ">94,762<" in page and "94,762.00" not in page and ">10.00<" in page

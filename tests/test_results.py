@@ -38,7 +38,7 @@ def test_torn_tail_from_a_dead_writer_is_cut(out):
 
 def test_foreign_file_is_refused(out):
     out.write_text("a,b,c\n1,2,3\n")
-    with pytest.raises(CladaptError, match="header differs"):
+    with pytest.raises(CladaptError, match="not a cladapt results CSV"):
         append_rows(out, [_row(1)])
 
 

@@ -39,6 +39,7 @@ def _fake_run(model, **kw):
         step=0,
         autocast=lambda: torch.autocast("cpu", enabled=False),
         untimed_s=0.0,
+        state={},
         **kw,
     )
 

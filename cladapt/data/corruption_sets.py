@@ -36,21 +36,50 @@ def find_dir(root: Path, candidates: list[str], probe: str) -> Path:
     raise DataError(f"{probe} not found under {root} (looked in {tried} and {root})")
 
 
-def cifar_c(directory: Path, corruption: str, severity: int, n_examples: int) -> TensorDataset:
-    """One (corruption, severity) of CIFAR-10-C / CIFAR-100-C as uint8 images + labels."""
+def _load_npy(path: Path) -> np.ndarray:
+    """A memory-mapped array, or a one-line DataError for a file that is not a numeric .npy."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise DataError(f"{path}: not a numeric .npy array ({reason})") from None
+
+
+def cifar_c(
+    directory: Path, corruption: str, severity: int, n_examples: int, num_classes: int | None = None
+) -> TensorDataset:
+    """One (corruption, severity) of CIFAR-10-C / CIFAR-100-C as uint8 images + labels; the
+    files are checked (shape, dtype, label count and range) with one-line errors."""
     path = directory / f"{corruption}.npy"
     if not path.is_file():
         raise DataError(f"missing {path} (CIFAR-C layout: <corruption>.npy + labels.npy)")
-    images = np.load(path, mmap_mode="r")
-    labels = np.load(directory / "labels.npy", mmap_mode="r")
+    images = _load_npy(path)
+    labels = _load_npy(directory / "labels.npy")
     if images.ndim != 4 or images.shape[0] % 5 or images.shape[-1] != 3:
         raise DataError(f"{path}: expected (5*N, H, W, 3) uint8, got {images.shape}")
+    if images.dtype != np.uint8:
+        raise DataError(f"{path}: expected uint8 pixels as released, got {images.dtype}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(
+            f"{directory / 'labels.npy'}: expected a 1-D integer array, got "
+            f"{labels.dtype} {labels.shape}"
+        )
+    if len(labels) < images.shape[0]:
+        raise DataError(
+            f"{directory / 'labels.npy'} has {len(labels)} labels for the "
+            f"{images.shape[0]} images of {path}"
+        )
     per = images.shape[0] // 5
     n = min(n_examples, per)
     lo = (severity - 1) * per
+    y = np.array(labels[lo : lo + n], dtype=np.int64)
+    if num_classes is not None and len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise DataError(
+            f"{directory / 'labels.npy'}: labels must be in 0..{num_classes - 1}, found "
+            f"{int(y.min())}..{int(y.max())}"
+        )
     x = torch.from_numpy(np.array(images[lo : lo + n])).permute(0, 3, 1, 2)
-    y = torch.from_numpy(np.array(labels[lo : lo + n], dtype=np.int64))
-    return TensorDataset(x.contiguous(), y)
+    return TensorDataset(x.contiguous(), torch.from_numpy(y))
 
 
 def _subset_ids(root: Path) -> list[str] | None:
@@ -95,3 +124,26 @@ def digits_c(corruption: str, severity: int) -> TensorDataset:
     x, y = digits_split()[1].tensors
     seed = zlib.crc32(f"digits-c/{corruption}/{severity}".encode())
     return TensorDataset(corrupt_dataset_tensor(x, corruption, severity, seed), y)
+
+
+def reference_inputs(size: int, n: int) -> np.ndarray:
+    """Fixed clean images on which the corruptions are compared with the numpy references
+    (``benchmarks/corruptions.py``, ``tests/test_corruptions.py``): (n, size, size, 3) uint8, the
+    first digits test images at 32 px, else crops of scikit-learn's two sample photographs."""
+    if size <= 32:
+        from cladapt.data.digits import digits_split
+
+        x = digits_split()[1].tensors[0][:n]
+        if size != 32:
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
+        return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(n):
+        img = photos[k % len(photos)]
+        y, x = rng.integers(0, img.shape[0] - size), rng.integers(0, img.shape[1] - size)
+        out.append(img[y : y + size, x : x + size])
+    return np.stack(out)

@@ -7,13 +7,15 @@ more than once for the same configuration, its latest run is used.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
 from cladapt.errors import DataError
-from cladapt.results import COLUMNS, read_results
+from cladapt.results import COLUMNS, escape_cell, read_results
+from cladapt.terminal import clean
 
 KEYS = ["stream", "protocol", "setting", "strategy", "model"]
 
@@ -40,6 +42,7 @@ COST = [
 
 
 def load(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Rows of every results file; rows present in more than one file count once."""
     frames = []
     for path in paths:
         path = Path(path)
@@ -51,7 +54,8 @@ def load(paths: Iterable[str | Path]) -> pd.DataFrame:
         frames.append(df)
     if not frames:
         raise DataError("no results files given")
-    return pd.concat(frames, ignore_index=True)
+    merged = pd.concat(frames, ignore_index=True)
+    return merged.drop_duplicates(ignore_index=True) if len(frames) > 1 else merged
 
 
 def finished_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -62,6 +66,26 @@ def finished_runs(df: pd.DataFrame) -> pd.DataFrame:
     summary = summary[summary.started_at == latest]
     keep = summary.groupby([*KEYS, "seed"]).run_id.transform("max")  # ties within one second
     return summary[summary.run_id == keep]
+
+
+def run_status(df: pd.DataFrame) -> dict[str, str]:
+    """run_id -> ok (a summary row), error (an error row) or incomplete (neither: the process
+    was killed before it could write either, e.g. SIGKILL or a power cut)."""
+    status = {r: "incomplete" for r in df.run_id.unique()}
+    status.update({r: "ok" for r in df.loc[df.row_type == "summary", "run_id"]})
+    status.update({r: "error" for r in df.loc[df.row_type == "error", "run_id"]})
+    return status
+
+
+def uncounted(df: pd.DataFrame) -> str:
+    """A sentence on the runs the leaderboard leaves out, or ''."""
+    counts = pd.Series(run_status(df)).value_counts()
+    parts = []
+    if counts.get("error"):
+        parts.append(f"{counts['error']} failed")
+    if counts.get("incomplete"):
+        parts.append(f"{counts['incomplete']} incomplete (killed before they finished)")
+    return f"not counted: {' and '.join(parts)} run(s)" if parts else ""
 
 
 def headline(protocol: str) -> tuple[str, str]:
@@ -103,13 +127,30 @@ def metric_columns(protocol: str, table: pd.DataFrame) -> list[str]:
     return [m for m in names if f"{m}_mean" in table.columns and table[f"{m}_mean"].notna().any()]
 
 
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|])")
+
+
+def markdown_cell(value: object) -> str:
+    """A table cell as literal text: the characters that make markdown tables, links, code or
+    emphasis backslash-escaped, ``& < >`` as entities (a ``<script>`` in a name must not reach a
+    rendered page), on one line."""
+    text = clean(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", text.replace("\n", " "))
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = ["| " + " | ".join(markdown_cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
     for _, row in table.iterrows():
-        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        cells = [f"{v:.4g}" if isinstance(v, float) else markdown_cell(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def to_csv(table: pd.DataFrame) -> str:
+    """The aggregated table as CSV for spreadsheets: text cells that a spreadsheet would run as
+    a formula get a leading ``'`` (OWASP), numbers are left as they are."""
+    return table.map(escape_cell).to_csv(index=False)
 
 
 def to_json(table: pd.DataFrame) -> str:

@@ -7,8 +7,14 @@ Sorting is a few lines of our own JavaScript; no external assets, no server need
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import re
+import shutil
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,12 +23,14 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cladapt import __version__
+from cladapt.errors import DataError
 from cladapt.leaderboard.aggregate import (
     HEADLINES,
     aggregate,
     finished_runs,
     headline,
     metric_columns,
+    run_status,
 )
 
 LABELS = {
@@ -55,8 +63,14 @@ class Heatmap:
     )  # label, [(text, css)]
 
 
+MANIFEST = ".cladapt-site.json"  # what the last build wrote (stale pages are removed)
+
+
 def slug(name: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_.-]+", "_", name).strip("_") or "stream"
+    """A unique, stable, bounded file stem: readable part + hash of the exact name (names such
+    as ``a/b``, ``a b`` and ``a_b`` would otherwise map to one file)."""
+    readable = re.sub(r"[^a-zA-Z0-9_.-]+", "_", name).strip("_.")[:60] or "stream"
+    return f"{readable}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def _colour(value: float, lo: float, hi: float, higher_is_better: bool) -> str:
@@ -171,48 +185,63 @@ def compute_axis(table: pd.DataFrame) -> str:
     return "train_flops" if col in table and table[col].notna().all() else "wall_time_s"
 
 
-def build_site(df: pd.DataFrame, site: Path, csv_name: str = "results.csv") -> list[Path]:
-    """Write the site to ``site``; the raw rows are copied next to it as ``csv_name``."""
+def build_site(
+    df: pd.DataFrame,
+    site: Path,
+    inputs: Sequence[Path] = (),
+    csv_name: str = "results.csv",
+) -> list[Path]:
+    """Write the site to ``site`` and return the files written.
+
+    Everything is rendered into a temporary folder first and moved into place only when all of
+    it succeeded, so a failure never leaves a half-written site. The rows are published as
+    ``csv_name`` (readable back by ``cladapt leaderboard --results``); ``inputs`` are never
+    written over: when the published CSV is one of them it is left as it is, and it is an error
+    if it would have to change. Files the previous build wrote and this one does not (pages of
+    streams that disappeared) are removed; other files in ``site`` are left alone."""
+    from cladapt.results import read_results, rows_to_csv
+
+    site = Path(site)
+    if site.exists() and not site.is_dir():
+        raise DataError(f"--site {site} is a file, not a folder")
+    site.parent.mkdir(parents=True, exist_ok=True)
+    protected = {p.resolve() for p in inputs}
+    csv_target = site / csv_name
     env = Environment(
         loader=PackageLoader("cladapt.leaderboard", "templates"),
         autoescape=select_autoescape(["html"]),
     )
     env.filters["num"] = _num
-    site.mkdir(parents=True, exist_ok=True)
-    (site / "streams").mkdir(exist_ok=True)
-    df.to_csv(site / csv_name, index=False)
     table = aggregate(df)
     runs = finished_runs(df)
-    failed = set(df.loc[df.row_type == "error", "run_id"])
-    written = []
+    status = run_status(df)
+    files: dict[str, str] = {}  # relative path -> content
     index_rows = []
-    for stream, st in table.groupby("stream", sort=True):
-        protocol = st.protocol.iloc[0]
+    for stream, rows in df.groupby("stream", sort=True):
+        # every stream gets a page, also one whose runs all failed or were killed
+        st = table[table.stream == stream] if "stream" in table else table
+        protocol = rows.protocol.iloc[0]
         metric, direction = headline(protocol)
         cols = metric_columns(protocol, st)
         evals = df[
             (df.stream == stream) & (df.row_type == "eval") & df.run_id.isin(set(runs.run_id))
         ]
-        provenance = (
-            df[df.stream == stream]
-            .drop_duplicates("run_id")[
-                [
-                    "run_id",
-                    "started_at",
-                    "cladapt_version",
-                    "setting",
-                    "strategy",
-                    "model",
-                    "seed",
-                    "device",
-                    "params_json",
-                ]
+        provenance = rows.drop_duplicates("run_id")[
+            [
+                "run_id",
+                "started_at",
+                "cladapt_version",
+                "setting",
+                "strategy",
+                "model",
+                "seed",
+                "device",
+                "params_json",
             ]
-            .assign(status=lambda d: ["error" if r in failed else "ok" for r in d.run_id])
-        )
-        best = st.iloc[0] if f"{metric}_mean" in st else None
+        ].assign(status=lambda d: [status[r] for r in d.run_id])
+        best = st.iloc[0] if f"{metric}_mean" in st and len(st) else None
         page = f"streams/{slug(stream)}.html"
-        html = env.get_template("stream.html").render(
+        files[page] = env.get_template("stream.html").render(
             stream=stream,
             protocol=protocol,
             headline=metric,
@@ -227,26 +256,68 @@ def build_site(df: pd.DataFrame, site: Path, csv_name: str = "results.csv") -> l
             version=__version__,
             integer_metrics=INTEGER_METRICS,
         )
-        (site / page).write_text(html, encoding="utf-8")
-        written.append(site / page)
         index_rows.append(
             {
                 "stream": stream,
                 "page": page,
                 "protocol": protocol,
-                "strategies": st.strategy.nunique(),
-                "runs": int(st.runs.sum()),
+                "strategies": rows.strategy.nunique(),
+                "runs": rows.run_id.nunique(),
                 "best": None if best is None else best.strategy,
                 "metric": LABELS.get(metric, metric),
                 "value": None if best is None else best[f"{metric}_mean"],
             }
         )
-    html = env.get_template("index.html").render(
+    files["index.html"] = env.get_template("index.html").render(
         streams=index_rows, csv=csv_name, version=__version__, protocols=sorted(HEADLINES)
     )
-    (site / "index.html").write_text(html, encoding="utf-8")
-    written.append(site / "index.html")
-    return written
+    rows_csv = rows_to_csv(df[list(df.columns)].to_dict("records"), header=True)
+    if csv_target.resolve() in protected:
+        if not _same_rows(read_results(csv_target), df):
+            raise DataError(
+                f"{csv_target} is one of the --results inputs and would be overwritten by the "
+                "merged rows; build the site into another --site folder"
+            )
+    else:
+        files[csv_name] = rows_csv
+    return _install(site, files)
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    def key(d: pd.DataFrame) -> list[tuple]:
+        return sorted(map(tuple, d.astype(str).to_numpy().tolist()))
+
+    return len(a) == len(b) and key(a) == key(b)
+
+
+def _install(site: Path, files: dict[str, str]) -> list[Path]:
+    """Render into a temporary folder beside ``site``, then move every file into place."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{site.name}-", dir=site.parent))
+    try:
+        for rel, content in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_text(content, encoding="utf-8")
+        previous = _manifest(site)
+        (tmp / MANIFEST).write_text(json.dumps(sorted(files), indent=1), encoding="utf-8")
+        site.mkdir(parents=True, exist_ok=True)
+        for rel in [*files, MANIFEST]:
+            (site / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / rel, site / rel)
+        for rel in set(previous) - set(files):
+            stale = site / rel
+            if stale.is_file() and stale.resolve().is_relative_to(site.resolve()):
+                stale.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [site / rel for rel in files]
+
+
+def _manifest(site: Path) -> list[str]:
+    try:
+        names = json.loads((site / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [n for n in names if isinstance(n, str)]
 
 
 def _num(value, digits: int = 2) -> str:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +45,43 @@ def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[
             os.unlink(tmp)
 
 
+def load_cached(model: torch.nn.Module, path: Path) -> bool:
+    """Load a cached artefact into ``model``; False if there is none. A cache file that cannot
+    be loaded (truncated by a full disk, written by another version) is deleted with a warning,
+    so the caller rebuilds it instead of failing."""
+    if not path.is_file():
+        return False
+    try:
+        load_into(model, path)
+    except DataError as exc:
+        warnings.warn(
+            f"cached file {path} is unusable ({exc}); deleted, rebuilding it", stacklevel=2
+        )
+        path.unlink(missing_ok=True)
+        return False
+    return True
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load with ``weights_only=True`` (no arbitrary code from pickles). Accepts cladapt's own
     ``{"state_dict", "meta"}`` files and plain state dicts."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        # neither torch.save's zip archive nor a pickle: say so rather than torch's
+        # unpickler's incidental complaint about the first bytes
+        raise DataError(
+            f"cannot load checkpoint {path}: not a PyTorch checkpoint (it starts with {head!r}, "
+            "not a zip archive or pickle written by torch.save)"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot load checkpoint {path}: {first[:200]}") from None
+    except Exception as exc:  # unpickling errors come in many types: keep torch's reason
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"cannot load checkpoint {path}: {reason}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         return obj["state_dict"], dict(obj.get("meta") or {})
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -19,7 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from cladapt.device import resolve_device
-from cladapt.models.checkpoints import cache_dir, fingerprint, load_into, save_checkpoint
+from cladapt.models.checkpoints import (
+    cache_dir,
+    fingerprint,
+    load_cached,
+    load_into,
+    save_checkpoint,
+)
 from cladapt.progress import NullProgress
 
 GENERATOR_VERSION = 2  # bump when the caption world changes: invalidates cached models
@@ -110,5 +116,6 @@ def load_pretrained_tiny_clip(model: nn.Module, input_shape: tuple[int, int, int
     """Load the cached pre-trained weights into ``model``, pre-training them first if this
     machine has none (about two minutes on a CPU; the runner does it before a run's clock
     starts, with a progress bar)."""
-    load_into(model, ensure_pretrained(input_shape))
+    if not load_cached(model, ensure_pretrained(input_shape)):  # unusable file: deleted
+        load_into(model, ensure_pretrained(input_shape))
     model.mark_text_changed()

@@ -14,7 +14,7 @@ from torch import nn
 from cladapt.data.batching import iterate, num_batches
 from cladapt.device import seed_everything
 from cladapt.errors import DivergenceError
-from cladapt.models.checkpoints import cache_dir, fingerprint, load_into, save_checkpoint
+from cladapt.models.checkpoints import cache_dir, fingerprint, load_cached, save_checkpoint
 from cladapt.progress import NullProgress
 from cladapt.stream import Stream
 
@@ -54,8 +54,7 @@ def get_source_model(
     recipe = recipe or SourceRecipe(**stream.defaults.get("source_recipe", {}))
     path = source_checkpoint_path(stream, model_name, recipe)
     model = make_model()
-    if path.is_file():
-        load_into(model, path)
+    if load_cached(model, path):
         return model.to(device)
     model = model.to(device)
     train_source_model(model, stream, device, recipe, progress or NullProgress())

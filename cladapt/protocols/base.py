@@ -75,9 +75,7 @@ def _train_step(run: Run, batch: Batch, check_every: int) -> StepOutput | None:
     loss.backward()
     run.optimizer.step()
     run.step += 1
-    bad = run.state.get("_nonfinite")
-    flag = ~torch.isfinite(loss.detach())
-    run.state["_nonfinite"] = flag if bad is None else bad | flag
+    flag_nonfinite(run, loss)
     out.loss = loss
     run.hook.cladapt_after_step(run=run, outputs=out)
     if run.step % check_every == 0:
@@ -85,14 +83,31 @@ def _train_step(run: Run, batch: Batch, check_every: int) -> StepOutput | None:
     return out
 
 
-def check_finite(run: Run) -> None:
+def check_finite(run: Run, parameters: bool = False) -> None:
+    """Raise DivergenceError if a loss or scored logit flagged since the last check was NaN/inf
+    (one host sync), or, with ``parameters``, if any model parameter is: a diverged run must
+    stop with an error row, never be scored."""
     bad = run.state.pop("_nonfinite", None)
+    where = run.experience.name if run.experience else "?"
     if bad is not None and bool(bad):
-        where = run.experience.name if run.experience else "?"
         raise DivergenceError(
-            f"loss became NaN/inf by step {run.step} (experience {where!r}); "
+            f"loss became NaN/inf (or the outputs did) by step {run.step} (experience {where!r}); "
             "lower the learning rate, e.g. --set lr=..."
         )
+    if parameters and run.model is not None:
+        finite = [torch.isfinite(p).all() for p in run.model.parameters()]
+        if finite and not bool(torch.stack(finite).all()):
+            raise DivergenceError(
+                f"model parameters became NaN/inf during experience {where!r}; "
+                "lower the learning rate, e.g. --set lr=..."
+            )
+
+
+def flag_nonfinite(run: Run, tensor: torch.Tensor) -> None:
+    """Remember, on the device and without a sync, whether ``tensor`` has a NaN/inf."""
+    flag = ~torch.isfinite(tensor.detach()).all()
+    bad = run.state.get("_nonfinite")
+    run.state["_nonfinite"] = flag if bad is None else bad | flag
 
 
 def evaluate(

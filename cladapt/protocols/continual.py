@@ -27,21 +27,26 @@ from cladapt.stream import Experience
 
 @dataclass
 class ContinualConfig:
-    epochs: int = param(3, "training epochs per experience")
+    epochs: int = param(3, "training epochs per experience", ge=0)
     iterations: int = param(
-        0, "train this many steps per experience instead of epochs (ZSCL's MTIL: 1000); 0: epochs"
+        0,
+        "train this many steps per experience instead of epochs (ZSCL's MTIL: 1000); 0: epochs",
+        ge=0,
     )
-    label_smoothing: float = param(0.0, "label smoothing of the default cross-entropy step")
-    batch_size: int = param(32, "training batch size")
-    eval_batch_size: int = param(256, "evaluation batch size")
+    label_smoothing: float = param(
+        0.0, "label smoothing of the default cross-entropy step", ge=0, lt=1
+    )
+    batch_size: int = param(32, "training batch size", ge=1)
+    eval_batch_size: int = param(256, "evaluation batch size", ge=1)
     amp: Literal["auto", "off", "bf16", "fp16"] = param(
         "auto", "autocast: auto = bf16 on CUDA, off on CPU"
     )
-    check_every: int = param(25, "check for NaN/inf losses every N steps")
+    check_every: int = param(25, "check for NaN/inf losses every N steps", ge=1)
     count_flops: bool = param(True, "count training and inference FLOPs (torch.utils.flop_counter)")
     lr_grid: tuple[float, ...] = param(
         (),
         "NEVIS-style selection: try each lr on the task's dev split, then retrain on train+dev",
+        gt=0,
     )
 
 
@@ -113,7 +118,7 @@ class ContinualProtocol:
 
             for batch in run.progress.track(batches(), steps, label):
                 train_step(run, batch, cfg.check_every, meter)
-            check_finite(run)
+            check_finite(run, parameters=True)
 
         for t, exp in enumerate(stream.experiences):
             run.experience, run.experience_index = exp, t

@@ -27,7 +27,7 @@ from cladapt.config import param
 from cladapt.context import Run
 from cladapt.data.batching import concat_datasets, iterate, num_batches
 from cladapt.errors import ConfigError
-from cladapt.protocols.base import ProtocolResult
+from cladapt.protocols.base import ProtocolResult, check_finite, flag_nonfinite
 from cladapt.results import Record
 from cladapt.stream import Experience
 
@@ -36,11 +36,12 @@ GRADUAL_SEVERITIES = (1, 2, 3, 4, 5, 4, 3, 2, 1)
 
 @dataclass
 class TestTimeConfig:
-    batch_size: int = param(64, "test batch size (1 is allowed)")
+    batch_size: int = param(64, "test batch size (1 is allowed)", ge=1)
     shuffle: bool = param(True, "shuffle each domain's test data (seeded by --seed)")
     amp: Literal["auto", "off", "bf16", "fp16"] = param(
         "auto", "autocast: auto = bf16 on CUDA, off on CPU; off | bf16 | fp16"
     )
+    check_every: int = param(25, "check for NaN/inf losses and outputs every N batches", ge=1)
 
 
 def _tag_domains(datasets: list[Dataset], num_classes: int) -> Dataset:
@@ -103,17 +104,26 @@ class TestTimeProtocol:
         run.hook.cladapt_before_experience(run=run, experience=exp)
         correct = torch.zeros((), dtype=torch.long, device=run.device)
         total = 0
-        for x, y in self._batches(run, data, label):
-            logits = run.hook.cladapt_adapt(run=run, batch=Batch(x=x))
+        for b, (x, y) in enumerate(self._batches(run, data, label), 1):
+            logits = self._scored(run, x, b)
             correct += (logits.argmax(1) == y).sum()
             total += len(y)
             run.images_seen += len(y)
+        check_finite(run, parameters=True)
         run.hook.cladapt_after_experience(run=run, experience=exp)
         error = 100.0 - float(correct) * 100.0 / max(total, 1)
         run.hook.cladapt_evaluated(
             run=run, records=[Record("error", error, trained_upto=label, eval_experience=label)]
         )
         return error
+
+    def _scored(self, run: Run, x: torch.Tensor, b: int) -> torch.Tensor:
+        """The strategy's logits for one batch; NaN/inf losses or logits stop the run."""
+        logits = run.hook.cladapt_adapt(run=run, batch=Batch(x=x))
+        flag_nonfinite(run, logits)
+        if b % run.params.check_every == 0:
+            check_finite(run)
+        return logits
 
     def _mixed(self, run: Run) -> dict[str, float]:
         exps = run.stream.experiences
@@ -124,12 +134,13 @@ class TestTimeProtocol:
         run.hook.cladapt_before_experience(run=run, experience=mixed)
         correct = torch.zeros(d, dtype=torch.long, device=run.device)
         total = torch.zeros(d, dtype=torch.long, device=run.device)
-        for x, tag in self._batches(run, data, "mixed domains"):
+        for b, (x, tag) in enumerate(self._batches(run, data, "mixed domains"), 1):
             domain, y = tag // c, tag % c
-            logits = run.hook.cladapt_adapt(run=run, batch=Batch(x=x))
+            logits = self._scored(run, x, b)
             correct.index_add_(0, domain, (logits.argmax(1) == y).long())
             total.index_add_(0, domain, torch.ones_like(domain))
             run.images_seen += len(y)
+        check_finite(run, parameters=True)
         run.hook.cladapt_after_experience(run=run, experience=mixed)
         errors = {
             e.name: 100.0 - 100.0 * float(k) / max(int(n), 1)

@@ -25,14 +25,14 @@ from cladapt.results import Record
 
 @dataclass
 class UDAConfig:
-    epochs: int = param(10, "epochs over the labelled source data")
-    batch_size: int = param(32, "batch size per domain (source and target)")
-    eval_batch_size: int = param(256, "evaluation batch size")
-    eval_every: int = param(1, "evaluate the target every N epochs (learning curve rows)")
+    epochs: int = param(10, "epochs over the labelled source data", ge=0)
+    batch_size: int = param(32, "batch size per domain (source and target)", ge=1)
+    eval_batch_size: int = param(256, "evaluation batch size", ge=1)
+    eval_every: int = param(1, "evaluate the target every N epochs (learning curve rows)", ge=1)
     amp: Literal["auto", "off", "bf16", "fp16"] = param(
         "auto", "autocast: auto = bf16 on CUDA, off on CPU; off | bf16 | fp16"
     )
-    check_every: int = param(25, "check for NaN/inf losses every N steps")
+    check_every: int = param(25, "check for NaN/inf losses every N steps", ge=1)
 
 
 class UDAProtocol:
@@ -74,7 +74,7 @@ class UDAProtocol:
                     f"{exp.name} epoch {epoch}/{cfg.epochs}",
                 ):
                     train_step(run, Batch(x=xs, y=ys, x_target=xt), cfg.check_every)
-                check_finite(run)
+                check_finite(run, parameters=True)
                 if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                     target_acc[exp.name] = float(evaluate(run, exp, None, cfg.eval_batch_size))
                     run.hook.cladapt_evaluated(
