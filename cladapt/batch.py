@@ -12,14 +12,17 @@ class Batch:
     """One batch, already on the run's device.
 
     ``x``: images (N, C, H, W). ``y``: labels (N,) or None where the protocol hides them.
-    ``x_target``: unlabelled target images (UDA only). ``class_mask``: boolean (num_classes,)
-    of the logits allowed for this batch (task-incremental setting), else None.
+    ``x_target``: unlabelled target images (UDA only). ``y_target``: their labels, given only to
+    oracle strategies (``Strategy.uses_target_labels``, e.g. ``target-oracle``), never to a UDA
+    method. ``class_mask``: boolean (num_classes,) of the logits allowed for this batch
+    (task-incremental setting), else None.
     """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     x_target: torch.Tensor | None = None
     class_mask: torch.Tensor | None = None
+    y_target: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]

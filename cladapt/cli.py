@@ -323,7 +323,8 @@ def _print_leaderboard(table) -> None:
         for c in cols:
             t.add_column(plain(c), justify="right")
         for _, r in part.iterrows():
-            cells = [plain(r.stream), plain(r.setting), plain(r.strategy), plain(r.model)]
+            name = f"{r.strategy} (oracle)" if r.get("oracle", False) else r.strategy
+            cells = [plain(r.stream), plain(r.setting), plain(name), plain(r.model)]
             cells.append(str(r.seeds))
             cells += [_fmt(r[f"{c}_mean"], r[f"{c}_std"], r.seeds) for c in cols]
             t.add_row(*cells)

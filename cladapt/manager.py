@@ -26,6 +26,7 @@ BUILTIN_PLUGINS = (
     "cladapt.plugins.models",
     "cladapt.plugins.baselines",
     "cladapt.plugins.clip_continual",
+    "cladapt.plugins.uda",
     "cladapt.plugins.dann",
     "cladapt.plugins.continual",
     "cladapt.plugins.regularizers",

@@ -33,6 +33,35 @@ def forgetting(R: np.ndarray) -> float:
     return float(np.nanmean(drops))
 
 
+def stream_forgetting(R: np.ndarray) -> float:
+    """Accuracy right after training minus final accuracy, averaged over all but the last
+    experience: F_s = 1/(T-1) sum_{j<T} A[j, j] - A[T, j] (Avalanche's ``StreamForgetting``
+    definition, = -BWT; Avalanche's plugin also counts the last experience's pre-training
+    accuracy when the whole stream was evaluated before it was learned: not copied)."""
+    _, A = _check(R)
+    T = A.shape[1]
+    if T < 2:
+        return float("nan")
+    return float(np.nanmean([A[j, j] - A[T - 1, j] for j in range(T - 1)]))
+
+
+def average_incremental_accuracy(R: np.ndarray) -> float:
+    """Rebuffi et al. (iCaRL) 2017 / Janson et al. 2022: the mean over steps t of the average
+    accuracy on the experiences seen so far, 1/T sum_t (1/t) sum_{j<=t} A[t, j]."""
+    _, A = _check(R)
+    T = A.shape[1]
+    return float(np.nanmean([np.nanmean(A[t, : t + 1]) for t in range(T)]))
+
+
+def weighted_average_accuracy(R: np.ndarray, sizes: list[int] | np.ndarray) -> float:
+    """Final accuracy over all test samples pooled (each experience weighted by its test size),
+    beside the unweighted mean over experiences of ``average_accuracy``."""
+    _, A = _check(R)
+    w = np.asarray(sizes, dtype=float)
+    ok = ~np.isnan(A[-1])
+    return float((A[-1][ok] * w[ok]).sum() / w[ok].sum()) if w[ok].sum() else float("nan")
+
+
 def backward_transfer(R: np.ndarray) -> float:
     """Lopez-Paz & Ranzato 2017: BWT = 1/(T-1) sum_{j<T} A[T, j] - A[j, j]."""
     _, A = _check(R)
@@ -88,13 +117,18 @@ def mtil_summary(R: np.ndarray) -> dict[str, float]:
     return {"transfer": mtil_transfer(R), "avg": mtil_avg(R), "last": mtil_last(R)}
 
 
-def continual_summary(R: np.ndarray) -> dict[str, float]:
-    return {
+def continual_summary(R: np.ndarray, sizes: list[int] | None = None) -> dict[str, float]:
+    out = {
         "avg_accuracy": average_accuracy(R),
+        "avg_incremental_accuracy": average_incremental_accuracy(R),
         "forgetting": forgetting(R),
+        "stream_forgetting": stream_forgetting(R),
         "bwt": backward_transfer(R),
         "fwt": forward_transfer(R),
     }
+    if sizes is not None:
+        out["weighted_avg_accuracy"] = weighted_average_accuracy(R, sizes)
+    return out
 
 
 def mean_error(errors: dict[str, float]) -> float:

@@ -130,6 +130,7 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
     extra = {"download": True} if spec.download else {}
     try:
         stream = stream_entry.factory(data_root=spec.data_root, seed=spec.seed, **extra)
+        stream.embedded = bool(stream_entry.extra.get("embedded", False))
     except TypeError as exc:
         if extra and "download" in str(exc):
             raise ConfigError(

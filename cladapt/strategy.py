@@ -30,6 +30,9 @@ class Strategy:
     requires: ClassVar[tuple[str, ...]] = ()
     # only for streams with class prompts (a CLIP-style text head): `cladapt bench` pairs it so
     requires_prompts: ClassVar[bool] = False
+    # an oracle reference, not a method: the UDA protocol gives it the target's labels
+    # (Batch.y_target); its rows are marked `oracle` in the summary and on the leaderboard
+    uses_target_labels: ClassVar[bool] = False
 
     def __init__(self, cfg: Any | None = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()

@@ -46,6 +46,7 @@ class Stream:
     input_shape: tuple[int, int, int]
     source: Experience | None = None
     source_id: str = ""  # identifies the source data for the source-model cache
+    embedded: bool = False  # built from data inside installed packages (set by the runner)
     settings: tuple[str, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)  # protocol parameter overrides
     description: str = ""

@@ -28,6 +28,7 @@ features are computed once instead of at every step (same values: the teacher ne
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -44,6 +45,7 @@ from cladapt.context import Run
 from cladapt.errors import ConfigError, DataError
 from cladapt.hookspecs import hookimpl
 from cladapt.registry import StrategyRegistry
+from cladapt.results import Record
 from cladapt.strategy import Strategy
 from cladapt.stream import Experience
 
@@ -146,6 +148,19 @@ class ZSCL(Finetune):
         self.teacher = frozen_copy(run.model).eval()
         images, texts = reference_data(run, c)
         self.ref_images = images
+        self.reference = describe_reference(c, len(images), len(texts))
+        if not (c.ref_images and c.ref_texts) and not run.stream.embedded:
+            # a real stream scored with the embedded stand-in is not the paper's ZSCL: say so
+            warnings.warn(
+                f"zscl on {run.stream.name}: {self.reference}; the paper uses ImageNet images "
+                "and Conceptual Captions (--set ref_images=DIR --set ref_texts=FILE)",
+                UserWarning,
+                stacklevel=2,
+            )
+        run.hook.cladapt_evaluated(
+            run=run,
+            records=[Record("reference_images", float(len(images)), note=self.reference)],
+        )
         with torch.no_grad():
             self.ref_text = self.teacher.encode_texts(texts).float()
         self.ref_gen = torch.Generator().manual_seed(run.seed)
@@ -210,6 +225,12 @@ class ZSCL(Finetune):
     @hookimpl
     def cladapt_after_experience(self, run: Run, experience: Experience) -> None:
         if self.we_model is not None:
+            # ZSCL loops over range(total_iterations + 1): its last merge (iteration 1000 of
+            # 1000, the 11th) takes the final model in. We train exactly `iterations` steps
+            # (one fewer than ZSCL, as for every strategy) and merge the final model here.
+            if self.task_step % self.cfg.avg_freq == 0:
+                self.we_n += 1
+                ema_update(self.we_model, run.model, self.we_n / (self.we_n + 1))
             with torch.no_grad():
                 for p, w in zip(run.model.parameters(), self.we_model.parameters(), strict=True):
                     p.copy_(w)
@@ -228,6 +249,20 @@ def _image(item) -> torch.Tensor:
     return x.float() / 255 if x.dtype == torch.uint8 else x
 
 
+def describe_reference(c: ZSCLConfig, n_images: int, n_texts: int) -> str:
+    images = (
+        f"{n_images} images from {c.ref_images}"
+        if c.ref_images
+        else (f"embedded generated scenes ({n_images} images)")
+    )
+    texts = (
+        f"{n_texts} sentences from {c.ref_texts}"
+        if c.ref_texts
+        else (f"embedded captions ({n_texts} sentences)")
+    )
+    return f"reference set: {images}, {texts}"
+
+
 def reference_data(run: Run, c: ZSCLConfig) -> tuple[Dataset, list[str]]:
     """(images, sentences): the user's files, else the embedded generated set (32x32 scenes,
     resized to the stream's image size batch by batch)."""
@@ -243,11 +278,31 @@ def reference_data(run: Run, c: ZSCLConfig) -> tuple[Dataset, list[str]]:
         path = Path(c.ref_texts)
         if not path.is_file():
             raise DataError(f"ref_texts: no such file {path}")
-        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        if path.suffix.lower() in {".csv", ".tsv"}:
+            texts = conceptual_captions(path)
+        else:
+            texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
         texts = [t for t in texts if t]
         if not texts:
             raise DataError(f"ref_texts: {path} has no sentences")
     return images, texts
+
+
+def conceptual_captions(path: Path) -> list[str]:
+    """Every caption of ZSCL's Conceptual Captions file (``Validation_GCC-1.1.0-Validation_
+    output.csv``: tab-separated, captions in the ``title`` column; ZSCL uses them all)."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"ref_texts: {path} is not a tab-separated captions file ({exc})") from None
+    if "title" not in df.columns:
+        raise DataError(
+            f"ref_texts: {path} has no 'title' column (ZSCL's Conceptual Captions CSV is "
+            f"tab-separated with filepath and title); columns: {', '.join(df.columns[:5])}"
+        )
+    return [str(t).strip() for t in df["title"]]
 
 
 def reference_images(root: Path, size: int) -> Dataset:

@@ -89,11 +89,19 @@ class Joint(Independent):
 
 @dataclass
 class NMCConfig:
-    distance: Literal["euclidean", "cosine"] = param("euclidean", "distance to the class means")
+    distance: Literal["normalized", "euclidean", "cosine"] = param(
+        "normalized",
+        "normalized (the paper's): Euclidean between L2-normalised features and the means of the "
+        "normalised features (not renormalised); euclidean: raw features; cosine: both normalised",
+    )
 
 
 class NMC(Strategy):
-    """Nearest-mean classifier on frozen features, exemplar-free (Janson et al. 2022)."""
+    """Nearest-mean classifier on frozen features, exemplar-free (Janson et al., "A simple
+    baseline that questions the use of pretrained-models in continual learning", 2022; code
+    Pauljanson002/pretrained-cl: ``F.normalize`` of the features, ``np.mean`` of them per class,
+    ``argmin`` of the Euclidean norm of the difference). That is ``distance=normalized``, the
+    default; raw Euclidean and cosine are options."""
 
     name = "nmc"
     protocols = ("continual",)
@@ -111,7 +119,7 @@ class NMC(Strategy):
         run.model.eval()  # frozen backbone: BatchNorm keeps its (pretrained) statistics
         with torch.no_grad(), run.autocast():
             f = features(run.model, x).float()
-        return F.normalize(f, dim=1) if self.cfg.distance == "cosine" else f
+        return f if self.cfg.distance == "euclidean" else F.normalize(f, dim=1)
 
     @hookimpl
     def cladapt_train_step(self, run: Run, batch: Batch) -> StepOutput:

@@ -196,7 +196,13 @@ class EcoTTA(Strategy):
         model.requires_grad_(False)
         model.eval()  # frozen BatchNorm statistics of the source network
         freeze_lean(model)
-        self.blocks = attach_meta_blocks(model, run.stream.input_shape)
+        with torch.no_grad():  # the source network only: the warm-up cache key
+            self.source_checksum = float(sum(p.double().sum() for p in model.parameters()))
+        # the meta blocks start from a fixed initialisation, so that the one-off warm-up on the
+        # source (cached) is the same for every run seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.blocks = attach_meta_blocks(model, run.stream.input_shape)
         self.blocks.requires_grad_(True)
         tic = time.perf_counter()
         self.warmed_up = self._warm_up(run)
@@ -213,16 +219,14 @@ class EcoTTA(Strategy):
         c, source = self.cfg, run.stream.source
         if c.warmup_epochs <= 0 or source is None or source.train is None:
             return False
-        with torch.no_grad():
-            checksum = float(sum(p.double().sum() for p in run.model.parameters()))
         key = fingerprint(
             source=run.stream.source_id,
             model=run.model_name,
-            weights=round(checksum, 6),
+            weights=round(self.source_checksum, 6),
             epochs=c.warmup_epochs,
             lr=c.warmup_lr,
             reg=c.reg_weight,
-            version=1,
+            version=2,
         )
         path = cache_dir() / "models" / f"ecotta-meta-{run.stream.source_id}-{key}.pt"
         if load_cached(self.blocks, path):

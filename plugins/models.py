@@ -16,7 +16,9 @@ def small_cnn(
 @hookimpl
 def cladapt_register_models(registry: ModelRegistry) -> None:
     registry.add(
-        "small-cnn", small_cnn, "3-stage conv-BN-ReLU CNN for 32x32 inputs (~94k parameters)"
+        "small-cnn",
+        small_cnn,
+        "4-stage conv-BN-ReLU CNN (width 16, global average pool; ~61k parameters)",
     )
 
 

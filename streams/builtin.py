@@ -90,15 +90,30 @@ def build_digits_uda(
             name=t["name"],
             kind="domain",
             # the target's training images: a differently seeded shift of the train split
-            unlabelled=TensorDataset(
-                _shifted(train, t["shift"], t.get("level", 0.0), f"train/{t['name']}").tensors[0]
-            ),
+            # (labels kept for the target-oracle; the protocol strips them for every method)
+            unlabelled=_shifted(train, t["shift"], t.get("level", 0.0), f"train/{t['name']}"),
             test=_shifted(test, t["shift"], t.get("level", 0.0), f"test/{t['name']}"),
             metadata={"shift": t["shift"], "level": t.get("level", 0.0)},
         )
         for t in d["targets"]
     ]
     return Stream(experiences=exps, source=_source(), **_common(name, d))
+
+
+def build_fonts_digits(
+    name: str, d: dict[str, Any], data_root: str | None = None, seed: int = 0
+) -> Stream:
+    """Synthetic -> real digits (SynNumbers -> SVHN in miniature): digits rendered from the
+    fonts matplotlib bundles (labelled source) -> scikit-learn's handwritten digits (target)."""
+    from cladapt.data.uda_pairs import render_font_digits
+
+    size = 32
+    src_train = TensorDataset(*render_font_digits(int(d["source_train"]), size, seed=1))
+    src_test = TensorDataset(*render_font_digits(int(d["source_test"]), size, seed=2))
+    train, test = digits_split()
+    source = Experience(name="fonts", kind="domain", train=src_train, test=src_test)
+    target = Experience(name="digits", kind="domain", unlabelled=train, test=test)
+    return Stream(experiences=[target], source=source, **_common(name, d))
 
 
 def _data_root(data_root: str | None, what: str) -> Path:
@@ -240,14 +255,18 @@ def build_nevis(
     tasks = [t for t in tasks if t["year"] < d.get("stop_year", 10_000)]
     size = int(d.get("image_size", 32))
     exps, class_names, missing = [], [], []
+    offsets: dict[str, int] = {}  # a dataset that recurs keeps its task key: the same head
     for t in tasks:
         try:
             train, test, names = open_task(root, t, size, download)
         except DataError as exc:
             missing.append(f"{t['year']} {t['name']}: {exc}")
             continue
-        offset = len(class_names)
-        class_names += [f"{t['key']}:{c}" for c in names]
+        if t["key"] in offsets:
+            offset = offsets[t["key"]]
+        else:
+            offset = offsets[t["key"]] = len(class_names)
+            class_names += [f"{t['key']}:{c}" for c in names]
         train, dev = split_dev(train, 0.15, zlib.crc32(t["key"].encode()))
         exps.append(
             Experience(
@@ -487,6 +506,7 @@ BUILDERS = {
     "digits-classes": build_digits_classes,
     "digits-shifts": build_digits_shifts,
     "digits-uda": build_digits_uda,
+    "fonts-digits": build_fonts_digits,
     "mnist-mnistm": build_mnist_mnistm,
 }
 
@@ -521,7 +541,11 @@ def cladapt_register_streams(registry: StreamRegistry) -> None:
             if name != table:
                 desc = f"{desc}: {name.removeprefix(table + '-').replace('-', ' -> ', 1)}"
             # built from data inside installed packages or generated: runs offline
-            embedded = d["kind"].startswith("digits") or d["kind"] in ("nevis-mini", "mtil-mini")
+            embedded = d["kind"].startswith("digits") or d["kind"] in (
+                "nevis-mini",
+                "mtil-mini",
+                "fonts-digits",
+            )
             embedded = embedded or "embedded" in d.get("dataset", {})
             registry.add(
                 name,

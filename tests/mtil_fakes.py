@@ -1,5 +1,7 @@
 """Tiny fakes of the 11 MTIL datasets in their real on-disk formats (torchvision's layouts, and the
-split-folder layout), with the real class counts and a couple of 8x8 images per class."""
+split-folder layout), with the real class names in the real files (``tests/data/
+mtil_raw_class_names.json``: Oxford-IIIT Pet's annotation ids, Caltech101's folders, EuroSAT's
+folders, ...) and a couple of 8x8 images per class."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from PIL import Image
 from scipy.io import savemat
 from test_uda_readers import write_idx
 
-from cladapt.data.mtil import prompts_table
-
 RNG = np.random.default_rng(0)
+RAW_NAMES: dict[str, list[str]] = json.loads(
+    (Path(__file__).parent / "data" / "mtil_raw_class_names.json").read_text("utf-8")
+)
+COUNTS = {"Flowers": 102, "MNIST": 10} | {k: len(v) for k, v in RAW_NAMES.items()}
 
 
 def _jpg(path: Path, size: int = 8) -> None:
@@ -23,15 +27,15 @@ def _jpg(path: Path, size: int = 8) -> None:
 
 
 def n_classes(name: str) -> int:
-    return len(prompts_table()[name]["classes"])
+    return COUNTS[name]
 
 
 def aircraft(root: Path) -> None:
     data = root / "fgvc-aircraft-2013b" / "data"
-    variants = [f"V-{i}" for i in range(n_classes("Aircraft"))]
+    variants = RAW_NAMES["Aircraft"]
     (data).mkdir(parents=True)
     (data / "variants.txt").write_text("\n".join(variants) + "\n")
-    for split in ("trainval", "test"):
+    for split in ("train", "val", "trainval", "test"):
         lines = []
         for i, v in enumerate(variants):
             name = f"{split}{i:05d}"
@@ -42,8 +46,9 @@ def aircraft(root: Path) -> None:
 
 def caltech101(root: Path) -> None:
     base = root / "caltech101" / "101_ObjectCategories"
-    for c in ["BACKGROUND_Google"] + [f"cat{i:03d}" for i in range(n_classes("Caltech101"))]:
-        _jpg(base / c / "image_0001.jpg")
+    for c in ["BACKGROUND_Google", *RAW_NAMES["Caltech101"]]:
+        for j in range(1, 3):
+            _jpg(base / c / f"image_{j:04d}.jpg")
 
 
 def cifar100(root: Path) -> None:
@@ -56,13 +61,13 @@ def cifar100(root: Path) -> None:
         with open(base / split, "wb") as f:
             pickle.dump({"data": data, "fine_labels": labels}, f)
     with open(base / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": [f"c{i}" for i in range(k)]}, f)
+        pickle.dump({"fine_label_names": RAW_NAMES["CIFAR100"]}, f)
 
 
 def dtd(root: Path) -> None:
     data = root / "dtd" / "dtd"
     (data / "labels").mkdir(parents=True)
-    classes = [f"texture{i:02d}" for i in range(n_classes("DTD"))]
+    classes = RAW_NAMES["DTD"]
     for split in ("train", "val", "test"):
         lines = []
         for c in classes:
@@ -72,9 +77,9 @@ def dtd(root: Path) -> None:
 
 
 def eurosat(root: Path) -> None:
-    for i in range(n_classes("EuroSAT")):
+    for c in RAW_NAMES["EuroSAT"]:
         for j in range(3):
-            _jpg(root / "eurosat" / "2750" / f"Class{i}" / f"Class{i}_{j}.jpg")
+            _jpg(root / "eurosat" / "2750" / c / f"{c}_{j}.jpg")
 
 
 def flowers(root: Path) -> None:
@@ -91,7 +96,7 @@ def flowers(root: Path) -> None:
 def food(root: Path) -> None:
     base = root / "food-101"
     (base / "meta").mkdir(parents=True)
-    classes = [f"dish_{i:03d}" for i in range(n_classes("Food"))]
+    classes = RAW_NAMES["Food"]
     for split in ("train", "test"):
         meta = {}
         for c in classes:
@@ -113,8 +118,8 @@ def pets(root: Path) -> None:
     (base / "annotations").mkdir(parents=True)
     for split in ("trainval", "test"):
         lines = []
-        for c in range(n_classes("OxfordPet")):
-            name = f"Breed{c:02d}_{split}"
+        for c, breed in enumerate(RAW_NAMES["OxfordPet"]):  # label = 1 + alphabetical index
+            name = f"{breed}_{100 + len(split)}"
             _jpg(base / "images" / f"{name}.jpg")
             lines.append(f"{name} {c + 1} 1 1")
         (base / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
@@ -124,7 +129,7 @@ def cars(root: Path) -> None:
     base = root / "stanford_cars"
     (base / "devkit").mkdir(parents=True)
     k = n_classes("StanfordCars")
-    names = np.array([f"Car {i}" for i in range(k)], dtype=object)
+    names = np.array(RAW_NAMES["StanfordCars"], dtype=object)
     savemat(base / "devkit" / "cars_meta.mat", {"class_names": names})
     for split, folder, annos in (
         ("train", "cars_train", base / "devkit" / "cars_train_annos.mat"),
@@ -141,10 +146,9 @@ def cars(root: Path) -> None:
 def sun397(root: Path) -> None:
     base = root / "SUN397"
     lines = []
-    for i in range(n_classes("SUN397")):
-        rel = f"s/scene{i:03d}"
-        lines.append("/" + rel)
-        _jpg(base / rel / f"sun_{i:03d}.jpg")
+    for i, path in enumerate(RAW_NAMES["SUN397"]):
+        lines.append(path)
+        _jpg(base / path.lstrip("/") / f"sun_{i:03d}.jpg")
     (base / "ClassName.txt").write_text("\n".join(lines) + "\n")
 
 

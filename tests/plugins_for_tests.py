@@ -142,11 +142,13 @@ class BatchSpy:
     def __init__(self) -> None:
         self.labels: list[torch.Tensor] = []
         self.target_sizes: list[int | None] = []
+        self.target_labels: list[torch.Tensor | None] = []
 
     @hookimpl
     def cladapt_extra_losses(self, run, batch, outputs):
         self.labels.append(batch.y.clone())
         self.target_sizes.append(None if batch.x_target is None else batch.x_target.shape[0])
+        self.target_labels.append(None if batch.y_target is None else batch.y_target.clone())
         return None
 
 

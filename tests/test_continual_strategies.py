@@ -15,14 +15,16 @@ from cladapt.results import read_results
 from cladapt.runner import RunSpec, execute
 from cladapt.stream import Experience
 
-# SmallCNN on 3x32x32, counted by hand (2 FLOPs per multiply-add; BN, ReLU, pooling not counted):
-CONV1 = 2 * 32 * 32 * 32 * 3 * 9  # 1,769,472
-CONV2 = 2 * 16 * 16 * 64 * 32 * 9  # 9,437,184
-CONV3 = 2 * 8 * 8 * 128 * 64 * 9  # 9,437,184
-FC = 2 * 128 * 10
-FORWARD = CONV1 + CONV2 + CONV3 + FC
+# SmallCNN (width 16, 4 stages) on 3x32x32, counted by hand (2 FLOPs per multiply-add; BN,
+# ReLU, pooling not counted):
+CONV1 = 2 * 32 * 32 * 16 * 3 * 9  # 884,736
+CONV2 = 2 * 16 * 16 * 32 * 16 * 9  # 2,359,296
+CONV3 = 2 * 8 * 8 * 64 * 32 * 9  # 2,359,296
+CONV4 = 2 * 4 * 4 * 64 * 64 * 9  # 1,179,648
+FC = 2 * 64 * 10
+FORWARD = CONV1 + CONV2 + CONV3 + CONV4 + FC
 # backward: weight gradients for every layer, input gradients for all but the first conv
-TRAIN = FORWARD + (CONV1 + CONV2 + CONV3 + FC) + (CONV2 + CONV3 + FC)
+TRAIN = FORWARD + (CONV1 + CONV2 + CONV3 + CONV4 + FC) + (CONV2 + CONV3 + CONV4 + FC)
 N_TRAIN, N_TEST, T = 1257, 540, 5
 
 
@@ -46,16 +48,17 @@ def test_nmc_is_the_nearest_class_mean_of_frozen_features(catalog, out):
     train_y = torch.cat([e.train.tensors[1] for e in outcome.run.stream.experiences])
     with torch.no_grad():
         model.eval()
-        means = torch.stack([features(model, train_x[train_y == c]).mean(0) for c in range(10)])
+        unit = F.normalize(features(model, train_x), dim=1)  # the paper's default
+        means = torch.stack([unit[train_y == c].mean(0) for c in range(10)])
         for j, e in enumerate(outcome.run.stream.experiences):
             x, y = e.test.tensors
-            pred = torch.cdist(features(model, x), means).argmin(1)
+            pred = torch.cdist(F.normalize(features(model, x), dim=1), means).argmin(1)
             assert outcome.result.tables["accuracy_matrix"][-1, j] == pytest.approx(
                 100 * (pred == y).float().mean().item(), abs=1e-4
             )
     assert outcome.summary["trainable_params"] == 0
     # features only (no classifier layer), one pass even with epochs=3
-    assert outcome.summary["train_flops"] == (CONV1 + CONV2 + CONV3) * N_TRAIN
+    assert outcome.summary["train_flops"] == (CONV1 + CONV2 + CONV3 + CONV4) * N_TRAIN
     assert outcome.summary["forgetting"] < 20  # means never move: little forgetting
 
 
@@ -173,3 +176,43 @@ def test_ewc_strategy_anchors_every_task(catalog, out):
     outcome = run(catalog, "ewc", out, sets={"epochs": "1", "ewc_samples": "64"})
     assert json.loads(read_results(out).params_json.iloc[-1])["with_ewc"]["ewc_samples"] == 64
     assert outcome.summary["avg_accuracy"] >= 0  # ran to the end with the penalty on
+
+
+def test_nmc_distances_by_hand():
+    """The paper's NMC: L2-normalised features, class means of those (not renormalised),
+    Euclidean distance; raw Euclidean and cosine as options."""
+    from types import SimpleNamespace
+
+    from cladapt.plugins.continual import NMC, NMCConfig
+
+    feats = torch.tensor([[3.0, 0.0], [0.0, 1.0], [4.0, 3.0], [0.0, 10.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    query = torch.tensor([[6.0, 8.0]])
+    expected = {}
+    unit = feats / feats.norm(dim=1, keepdim=True)
+    q = query / query.norm()
+    means_n = torch.stack([unit[labels == c].mean(0) for c in (0, 1)])
+    expected["normalized"] = -(q - means_n).norm(dim=1)
+    means_raw = torch.stack([feats[labels == c].mean(0) for c in (0, 1)])
+    expected["euclidean"] = -(query - means_raw).norm(dim=1)
+    means_c = means_n / means_n.norm(dim=1, keepdim=True)
+    expected["cosine"] = -(q - means_c).norm(dim=1)
+    assert NMCConfig().distance == "normalized"
+    import contextlib
+
+    import cladapt.plugins.continual as continual
+
+    run = SimpleNamespace(model=torch.nn.Identity(), autocast=contextlib.nullcontext, state={})
+    original = continual.features
+    continual.features = lambda model, x: x  # the "backbone" returns the hand-made features
+    try:
+        for distance, want in expected.items():
+            nmc = NMC(NMCConfig(distance=distance))
+            nmc.sums, nmc.counts = torch.zeros(2, 2), torch.zeros(2)
+            nmc.cladapt_train_step(run, SimpleNamespace(x=feats, y=labels))
+            got = nmc.cladapt_predict(run, SimpleNamespace(x=query, class_mask=None))
+            torch.testing.assert_close(got[0], want, msg=distance)
+    finally:
+        continual.features = original
+    # the means of normalised features are not unit vectors: normalized != cosine here
+    assert not torch.allclose(expected["normalized"], expected["cosine"])

@@ -58,3 +58,32 @@ def test_shape_is_checked():
 
 def test_mean_error():
     assert metrics.mean_error({"a": 10.0, "b": 30.0}) == 20.0
+
+
+def test_average_incremental_accuracy_and_both_forgetting_definitions_by_hand():
+    from cladapt import metrics as m
+
+    R = np.array(
+        [
+            [10.0, 10.0, 10.0],  # before training
+            [90.0, 20.0, 15.0],  # after experience 1
+            [70.0, 80.0, 30.0],  # after experience 2
+            [60.0, 50.0, 85.0],  # after experience 3
+        ]
+    )
+    # iCaRL: mean over steps of the accuracy on what has been seen so far
+    assert m.average_incremental_accuracy(R) == pytest.approx((90 + (70 + 80) / 2 + 195 / 3) / 3)
+    # Chaudhry: best accuracy before the end minus the final one
+    assert m.forgetting(R) == pytest.approx(((90 - 60) + (80 - 50)) / 2)
+    # Avalanche's stream forgetting: accuracy right after training minus the final one
+    assert m.stream_forgetting(R) == pytest.approx(((90 - 60) + (80 - 50)) / 2)
+    R2 = R.copy()
+    R2[2, 0] = 95.0  # a later rise of experience 1: only the max-based definition sees it
+    assert m.forgetting(R2) == pytest.approx(((95 - 60) + (80 - 50)) / 2)
+    assert m.stream_forgetting(R2) == pytest.approx(m.stream_forgetting(R))
+    assert m.stream_forgetting(R) == pytest.approx(-m.backward_transfer(R))
+    # pooled accuracy weights experiences by their test sizes
+    assert m.weighted_average_accuracy(R, [100, 100, 200]) == pytest.approx(
+        (60 * 100 + 50 * 100 + 85 * 200) / 400
+    )
+    assert m.average_accuracy(R) == pytest.approx(65.0)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from mtil_fakes import write_mtil, write_split_folders
+from mtil_fakes import RAW_NAMES, write_mtil, write_split_folders
 
 from cladapt import metrics
 from cladapt.batch import Batch
-from cladapt.data.mtil import DATASETS, prompts_table
+from cladapt.data.mtil import DATASETS, open_mtil_dataset, prompts_table
 from cladapt.defaults import cross_entropy_step
 from cladapt.models.clip import tiny_clip
 from cladapt.optim import warmup_cosine
@@ -44,17 +44,103 @@ def test_zero_shot_matrix_gives_transfer_of_tasks_two_onwards():
 
 
 # ----------------------------------------------------------------------------- prompts, orders
-def test_prompt_table_has_each_dataset_with_its_class_count():
-    table = prompts_table()
-    counts = {k: len(v["classes"]) for k, v in table.items()}
-    assert counts == {
-        "Aircraft": 100, "Caltech101": 101, "CIFAR100": 100, "DTD": 47, "EuroSAT": 10,
-        "Flowers": 102, "Food": 101, "MNIST": 10, "OxfordPet": 37, "StanfordCars": 196,
-        "SUN397": 397,
-    }  # fmt: skip
-    for v in table.values():
-        assert v["templates"] and all("{}" in t for t in v["templates"])
-    assert set(table) == set(DATASETS)
+# (first template = ZSCL's training template, first three class names in label order), copied
+# from Thunderbeee/ZSCL mtil/src/datasets/collections.py and cifar10.py
+ZSCL_PROMPTS = {
+    "Aircraft": ("a photo of a {}, a type of aircraft.", ["707-320", "727-200", "737-200"]),
+    "Caltech101": ("a photo of a {}.", ["off-center face", "centered face", "leopard"]),
+    "CIFAR100": ("a photo of a {}.", ["apple", "aquarium fish", "baby"]),
+    "DTD": ("a photo of a {} texture.", ["banded", "blotchy", "braided"]),
+    "EuroSAT": (
+        "a centered satellite photo of {}.",
+        ["annual crop land", "forest", "brushland or shrubland"],
+    ),
+    "Flowers": (
+        "a photo of a {}, a type of flower.",
+        ["pink primrose", "hard-leaved pocket orchid", "canterbury bells"],
+    ),
+    "Food": ("a photo of a {}, a type of food.", ["apple pie", "baby back ribs", "baklava"]),
+    "MNIST": ('a photo of the number: "{}".', ["0 - zero", "1 - one", "2 - two"]),
+    "OxfordPet": (
+        "a photo of a {}, a type of pet.",
+        ["Abyssinian", "American Bulldog", "American Pit Bull Terrier"],
+    ),
+    "StanfordCars": (
+        "a photo of a {}, a type of car.",
+        ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Sedan 2012"],
+    ),
+    "SUN397": ("a photo of a {}.", ["abbey", "airplane cabin", "airport terminal"]),
+}
+CLASS_COUNTS = {
+    "Aircraft": 100, "Caltech101": 101, "CIFAR100": 100, "DTD": 47, "EuroSAT": 10,
+    "Flowers": 102, "Food": 101, "MNIST": 10, "OxfordPet": 37, "StanfordCars": 196,
+    "SUN397": 397,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mtil_root(tmp_path_factory):
+    return write_mtil(tmp_path_factory.mktemp("mtil"))
+
+
+@pytest.mark.parametrize("name", ORDER_I)
+def test_prompts_are_zscls_in_the_datasets_label_order(mtil_root, name):
+    """Names come from the files on disk (real class names, real label order) through ZSCL's
+    rule; the first (training) template and the first three names are the official code's."""
+    train, test, names, templates = open_mtil_dataset(mtil_root, name, 8)
+    template, first = ZSCL_PROMPTS[name]
+    assert templates[0] == template and all("{}" in t for t in templates)
+    assert names[:3] == first
+    assert len(names) == CLASS_COUNTS[name] == len(set(names))
+    assert set(prompts_table()) == set(DATASETS)
+
+
+def test_oxford_pet_labels_name_their_breed(mtil_root):
+    """The breed in each image's annotation id is the class name its label gets (torchvision
+    labels by the annotation's class id: alphabetical, case-insensitive, not CLIP's cats-first)."""
+    _, test, names, _ = open_mtil_dataset(mtil_root, "OxfordPet", 8)
+    for i in range(len(test)):
+        breed = test._images[i].stem.rsplit("_", 1)[0]
+        assert names[test._labels[i]] == " ".join(w.title() for w in breed.split("_"))
+    assert names[5] == "Bengal" and names[35] == "Wheaten Terrier"
+
+
+def test_stanford_cars_has_zscls_nine_templates(mtil_root):
+    templates = open_mtil_dataset(mtil_root, "StanfordCars", 8)[3]
+    assert len(templates) == 9 and templates[1:3] == ["a photo of a {}.", "a photo of the {}."]
+
+
+def test_a_class_without_a_zscl_name_is_a_one_line_error(tmp_path):
+    from cladapt.errors import DataError
+
+    write_split_folders(tmp_path, "eurosat", [*RAW_NAMES["EuroSAT"][:9], "Glacier"])
+    with pytest.raises(DataError, match=r"EuroSAT: no ZSCL class name for 1 .*'Glacier'") as e:
+        open_mtil_dataset(tmp_path, "EuroSAT", 8)
+    assert "\n" not in str(e.value)
+
+
+def test_splits_are_zscls(mtil_root):
+    train, test, _, _ = open_mtil_dataset(mtil_root, "Aircraft", 8)
+    assert train._split == "train" and test._split == "test"
+    for name in ("Caltech101", "EuroSAT", "SUN397"):
+        train, test, _, _ = open_mtil_dataset(mtil_root, name, 8)
+        n = len(train) + len(test)
+        assert len(train) == int(0.8 * n)
+        expected = torch.utils.data.random_split(
+            range(n), [int(0.8 * n), n - int(0.8 * n)], generator=torch.Generator().manual_seed(42)
+        )
+        assert list(test.indices) == list(expected[1].indices)
+        assert train.dataset is not test.dataset  # each split has its own transform
+
+
+def test_training_images_get_zscls_random_resized_crop(mtil_root):
+    import torchvision.transforms as T
+
+    train, test, _, _ = open_mtil_dataset(mtil_root, "DTD", 8)
+    crop = next(t for t in train.transform.transforms if isinstance(t, T.RandomResizedCrop))
+    assert crop.scale == (0.9, 1.0) and crop.interpolation == T.InterpolationMode.BICUBIC
+    assert not any(isinstance(t, T.RandomResizedCrop) for t in test.transform.transforms)
+    assert any(isinstance(t, T.CenterCrop) for t in test.transform.transforms)
 
 
 def test_order_two_is_the_zscl_permutation_of_order_one():
@@ -142,7 +228,7 @@ def test_mtil_runs_on_the_real_layouts(run_cli, tmp_path):
     root = tmp_path / "data"
     root.mkdir()
     write_mtil(root, skip=("EuroSAT",))
-    write_split_folders(root, "eurosat", [f"class_{i}" for i in range(10)])  # the ZSCL layout
+    write_split_folders(root, "eurosat", RAW_NAMES["EuroSAT"])  # the ZSCL layout
     out = tmp_path / "r.csv"
     res = run_cli(
         "run", "--stream", "mtil", "--strategy", "zscl", "--data-root", str(root),
@@ -164,6 +250,11 @@ def test_mtil_runs_on_the_real_layouts(run_cli, tmp_path):
         ("transfer", 10),
     ]
     assert "Transfer" in res.stdout and "SUN397" in res.stdout  # ZSCL's table is printed
+    # a real stream without the paper's reference set: said, and recorded with the results
+    said = res.stdout + res.stderr
+    assert "warning: zscl on mtil: reference set: embedded generated scenes" in said
+    ref = rows[rows.metric == "reference_images"]
+    assert len(ref) == 1 and ref.note.item().startswith("reference set: embedded")
 
 
 def test_open_clip_weights_offline_is_a_clear_error(run_cli, tmp_path):
@@ -211,3 +302,45 @@ def test_wise_ft_with_alpha_zero_returns_to_the_zero_shot_model(catalog, tmp_pat
 def test_lwf_runs_on_mtil_mini(catalog, tmp_path):
     s = _run(catalog, "lwf", tmp_path / "r.csv", iterations=5)
     assert 0 < s["last"] <= 100 and s["trainable_params"] > 0
+
+
+def test_weight_ensemble_merges_as_often_as_zscl(catalog, tmp_path):
+    """ZSCL merges at iterations 0, avg_freq, ..., total (range(total + 1)): 3 merges for 10
+    iterations at avg_freq 5, the last one taking in the final model."""
+    spec = RunSpec(
+        stream="mtil-mini",
+        strategy="zscl",
+        sets={"iterations": 10, "avg_freq": 5},
+        out=tmp_path / "r.csv",
+    )
+    outcome = execute(spec, catalog)
+    assert outcome.run.strategy.we_n == 3
+
+
+def test_mtil_streams_train_clip_in_fp32():
+    from cladapt.streams.builtin import definitions
+
+    for name in ("mtil", "mtil-ii", "mtil-mini"):
+        assert definitions()[name]["defaults"]["amp"] == "off"
+
+
+def test_zscl_reads_conceptual_captions_as_zscl_does(tmp_path):
+    """ZSCL's reference sentences: every `title` of the tab-separated CC validation CSV."""
+    from cladapt.plugins.clip_continual import conceptual_captions
+
+    from cladapt.errors import DataError
+
+    path = tmp_path / "Validation_GCC-1.1.0-Validation_output.csv"
+    path.write_text(
+        "filepath\ttitle\nimg/0.jpg\ta dog runs on the beach\nimg/1.jpg\t"
+        "actor attends the premiere, with a comma\n",
+        encoding="utf-8",
+    )
+    assert conceptual_captions(path) == [
+        "a dog runs on the beach",
+        "actor attends the premiere, with a comma",
+    ]
+    bad = tmp_path / "captions.tsv"
+    bad.write_text("url\tcaption\nx\ty\n", encoding="utf-8")
+    with pytest.raises(DataError, match="no 'title' column"):
+        conceptual_captions(bad)

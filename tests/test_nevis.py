@@ -84,7 +84,14 @@ def test_nevis_reads_what_is_on_disk_and_reports_the_rest(catalog, tmp_path, out
     assert stream.notes[0].startswith("6 of 106 tasks found") and len(stream.notes) == 101
     x, y = stream.experiences[1].test[0]
     assert tuple(x.shape) == (3, 32, 32) and y in stream.experiences[1].classes
-    assert len(stream.class_names) == 2 + 3 + 10 + 2 + 10 + 3
+    # a dataset that recurs keeps its task key, so its classes (the head) are the same ones
+    # (dm_nevis: tasks are keyed by dataset); three datasets: 2 + 3 + 10 classes
+    assert len(stream.class_names) == 2 + 3 + 10
+    by_name = {e.name: e.classes for e in stream.experiences}
+    assert by_name["1998-brodatz"] == by_name["2011-brodatz"]
+    assert by_name["2000-coil20"] == by_name["2019-coil20"]
+    assert by_name["2004-mnist"] == by_name["2015-mnist"]
+    assert not set(by_name["1998-brodatz"]) & set(by_name["2000-coil20"])
 
     sets = {"epochs": "1", "batch_size": "8", "lr_grid": "0.1,0.001"}
     spec = RunSpec(

@@ -142,7 +142,7 @@ def test_ecotta_freezes_the_network_and_starts_at_the_source_model(catalog):
     run = _fake_run(model)
     eco = _strategy(catalog, "ecotta", warmup_epochs=0)
     eco.cladapt_setup(run=run)
-    assert len(eco.blocks) == 3
+    assert len(eco.blocks) == 4  # one per stage of the 4-stage SmallCNN
     trainable = {id(p) for g in run.optimizer.param_groups for p in g["params"]}
     assert trainable == {id(p) for p in eco.blocks.parameters()}
     original = [p for n, p in model.named_parameters() if not n.startswith("ecotta_meta")]
@@ -153,6 +153,23 @@ def test_ecotta_freezes_the_network_and_starts_at_the_source_model(catalog):
         b.meta_bn.running_var.fill_(1 - b.meta_bn.eps)
     with torch.no_grad():
         assert torch.allclose(model(x), src, atol=1e-4)
+
+
+def test_ecotta_warm_up_is_shared_by_every_seed(catalog):
+    """The cached warm-up is keyed by the source network (not by randomly initialised meta
+    blocks), and the blocks start from the same initialisation whatever the run's seed: one
+    warm-up serves every seed (issue 17/19: it was redone for seeds 0, 1, 2)."""
+    setups = []
+    for seed in (0, 1):
+        run = _fake_run(_model_with_source_stats())  # the same source network
+        torch.manual_seed(seed)  # the run's seed
+        eco = _strategy(catalog, "ecotta", warmup_epochs=0)
+        eco.cladapt_setup(run=run)
+        setups.append(eco)
+    a, b = setups
+    assert a.source_checksum == b.source_checksum
+    for pa, pb in zip(a.blocks.parameters(), b.blocks.parameters(), strict=True):
+        assert torch.equal(pa, pb)
 
 
 def test_ecotta_entropy_only_on_confident_samples(catalog):
@@ -229,7 +246,7 @@ def test_vida_adapters_start_at_source_and_scales_follow_uncertainty(catalog):
     vida = _strategy(catalog, "vida", augmentations=3, uncertainty_threshold=0.0)
     vida.cladapt_setup(run=run)
     adapted = [m for m in model.modules() if isinstance(m, _Adapted)]
-    assert len(adapted) == 3 and adapted[0].vida_down_high.weight.shape[0] == 128
+    assert len(adapted) == 4 and adapted[0].vida_down_high.weight.shape[0] == 128  # 4 stages
     with torch.no_grad():
         assert torch.allclose(model(x), expected, atol=1e-5)  # zero up-projections
     vida.cladapt_adapt(run=run, batch=Batch(x=x))

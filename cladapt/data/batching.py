@@ -81,10 +81,14 @@ def iterate(
 def cycle(
     ds: Dataset, batch_size: int, device: torch.device, generator: torch.Generator | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Endless shuffled batches (the unlabelled target side of UDA)."""
+    """Endless shuffled batches (both sides of UDA training); the last partial batch of each
+    pass is dropped unless the dataset is smaller than one batch."""
+    if len(ds) == 0:  # type: ignore[arg-type]
+        raise ValueError("cannot cycle over an empty dataset")
+    drop = len(ds) >= batch_size  # type: ignore[arg-type]
     while True:
         yield from iterate(
-            ds, batch_size, device, shuffle=True, generator=generator, drop_last=True
+            ds, batch_size, device, shuffle=True, generator=generator, drop_last=drop
         )
 
 

@@ -6,10 +6,15 @@ Each dataset is read through its torchvision class in that class's standard on-d
 ``oxford-iiit-pet/``, ``stanford_cars/``, ``SUN397/``), or else from the split-folder layout the
 ZSCL/WiSE-FT data preparation produces: ``<folder>/{train,test}/<class>/*.jpg`` (class names then
 come from the folder names). Caltech101, EuroSAT and SUN397 have no official split in torchvision:
-a fixed 80/20 split (seed 0, independent of the run's seed) is drawn for them.
+ZSCL's 80/20 split is drawn for them (``random_split`` with ``int(0.8 n)`` training images and
+``torch.Generator().manual_seed(42)``, independent of the run's seed), so the test images are the
+paper's. Aircraft trains on ``train`` (ZSCL), not ``trainval``.
 
-Images are resized (bicubic) and centre-cropped to the stream's size and kept in [0, 1]: the CLIP
-model normalises them itself. ZSCL's CLIP preprocessing is the same for training and evaluation.
+Class names follow ZSCL's ``collections.py``: the dataset object's own names (underscores ->
+spaces) or ZSCL's hand-written names keyed by the dataset's class name (``streams/prompts/
+mtil.toml``), never a positional list. Training images get ZSCL's (CLIP's ``_transform(is_train=
+True)``) ``RandomResizedCrop(size, scale=(0.9, 1.0))``, bicubic; evaluation resizes (bicubic) and
+centre-crops. Images stay in [0, 1]: the CLIP model normalises them itself.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SPLIT_SEED = 0
+SPLIT_SEED = 42  # ZSCL's split_dataset
 TRAIN_FRACTION = 0.8
 
 
@@ -48,7 +53,7 @@ DATASETS: dict[str, MTILDataset] = {
     d.name: d
     for d in (
         MTILDataset(
-            "Aircraft", "FGVCAircraft", {"split": "trainval"}, {"split": "test"}, "fgvc_aircraft"
+            "Aircraft", "FGVCAircraft", {"split": "train"}, {"split": "test"}, "fgvc_aircraft"
         ),
         MTILDataset("Caltech101", "Caltech101", folder="caltech-101", split=True),
         MTILDataset("CIFAR100", "CIFAR100", {"train": True}, {"train": False}, "cifar100"),
@@ -68,27 +73,41 @@ DATASETS: dict[str, MTILDataset] = {
 }
 
 
-def prompts_table() -> dict[str, dict[str, list[str]]]:
-    """Class names and templates per dataset (``streams/prompts/mtil.toml``)."""
+def prompts_table() -> dict[str, dict[str, Any]]:
+    """Templates and class-name rules per dataset (``streams/prompts/mtil.toml``)."""
     text = resources.files("cladapt.streams").joinpath("prompts/mtil.toml").read_text("utf-8")
     return tomllib.loads(text)
+
+
+def class_names(name: str, dataset_classes: list[str]) -> list[str]:
+    """The prompt names of ``dataset_classes`` (the dataset's own names, in label order)."""
+    rule = prompts_table()[name]["names"]
+    if rule == "dataset":  # ZSCL: dataset.classes through process_labels
+        return [c.replace("_", " ") for c in dataset_classes]
+    missing = [c for c in dataset_classes if c not in rule]
+    if missing:
+        shown = ", ".join(repr(c) for c in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise DataError(
+            f"{name}: no ZSCL class name for {len(missing)} class(es) of the files on disk: "
+            f"{shown} (streams/prompts/mtil.toml)"
+        )
+    return [rule[c] for c in dataset_classes]
 
 
 def _rgb(image):
     return image.convert("RGB")
 
 
-def clip_transform(size: int):
+def clip_transform(size: int, train: bool = False):
+    """CLIP's preprocessing as ZSCL uses it, without the normalisation (the model does it)."""
     import torchvision.transforms as T
 
-    return T.Compose(
-        [
-            T.Lambda(_rgb),
-            T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
-            T.CenterCrop(size),
-            T.ToTensor(),
-        ]
-    )
+    bicubic = T.InterpolationMode.BICUBIC
+    if train:
+        crop = [T.RandomResizedCrop(size, scale=(0.9, 1.0), interpolation=bicubic)]
+    else:
+        crop = [T.Resize(size, interpolation=bicubic), T.CenterCrop(size)]
+    return T.Compose([*crop, T.Lambda(_rgb), T.ToTensor()])
 
 
 def _torchvision_class(name: str):
@@ -113,24 +132,29 @@ def _torchvision_class(name: str):
     return cls
 
 
-def _fixed_split(ds: Dataset, train: bool) -> Dataset:
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    cut = int(round(TRAIN_FRACTION * len(ds)))
-    return Subset(ds, order[:cut].tolist() if train else order[cut:].tolist())
+def zscl_split(ds: Dataset, train: bool) -> Dataset:
+    """ZSCL's ``split_dataset``: random_split into int(0.8 n) / rest with seed 42."""
+    n = len(ds)
+    n_train = int(TRAIN_FRACTION * n)
+    parts = torch.utils.data.random_split(
+        ds, [n_train, n - n_train], generator=torch.Generator().manual_seed(SPLIT_SEED)
+    )
+    return parts[0] if train else parts[1]
 
 
 def open_torchvision(root: Path, d: MTILDataset, size: int) -> tuple[Dataset, Dataset] | None:
     """(train, test) through torchvision's class, or None if its files are not there."""
     cls = _torchvision_class(d.torchvision)
-    tf = clip_transform(size)
+    train_tf, test_tf = clip_transform(size, train=True), clip_transform(size)
     try:
         if d.split:
             kwargs = {"target_type": "category"} if d.torchvision == "Caltech101" else {}
-            full = cls(str(root), transform=tf, download=False, **kwargs)
-            return _fixed_split(full, True), _fixed_split(full, False)
+            train = cls(str(root), transform=train_tf, download=False, **kwargs)
+            test = cls(str(root), transform=test_tf, download=False, **kwargs)
+            return zscl_split(train, True), zscl_split(test, False)
         return (
-            cls(str(root), transform=tf, download=False, **d.train),
-            cls(str(root), transform=tf, download=False, **d.test),
+            cls(str(root), transform=train_tf, download=False, **d.train),
+            cls(str(root), transform=test_tf, download=False, **d.test),
         )
     except (RuntimeError, FileNotFoundError):
         return None
@@ -145,12 +169,11 @@ def open_folders(
     base = root / d.folder
     if not ((base / "train").is_dir() and (base / "test").is_dir()):
         return None
-    tf = clip_transform(size)
-    train, test = ImageFolder(str(base / "train"), tf), ImageFolder(str(base / "test"), tf)
+    train = ImageFolder(str(base / "train"), clip_transform(size, train=True))
+    test = ImageFolder(str(base / "test"), clip_transform(size))
     if train.classes != test.classes:
         raise DataError(f"{base}: train/ and test/ have different class folders")
-    names = [c.replace("_", " ") for c in train.classes]
-    return train, test, names
+    return train, test, class_names(d.name, train.classes)
 
 
 def expected_location(d: MTILDataset) -> str:
@@ -179,15 +202,11 @@ def open_mtil_dataset(
     opened = open_torchvision(root, d, size)
     if opened is not None:
         train, test = opened
-        names = prompts["classes"]
         base = test.dataset if isinstance(test, Subset) else test
-        declared = len(getattr(base, "classes", getattr(base, "categories", [])) or names)
-        if declared != len(names):
-            raise DataError(
-                f"{name}: the files under {root} declare {declared} classes, the MTIL class "
-                f"list has {len(names)} (streams/prompts/mtil.toml)"
-            )
-        return train, test, list(names), list(prompts["templates"])
+        own = getattr(base, "classes", None) or getattr(base, "categories", None)
+        if not own:
+            raise DataError(f"{name}: the dataset under {root} carries no class names")
+        return train, test, class_names(name, list(own)), list(prompts["templates"])
     folders = open_folders(root, d, size)
     if folders is None:
         return None

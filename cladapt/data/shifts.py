@@ -59,8 +59,16 @@ def brightness(x: torch.Tensor, g: torch.Generator, level: float) -> torch.Tenso
 
 
 def textured_background(x: torch.Tensor, g: torch.Generator, level: float) -> torch.Tensor:
-    """MNIST-M-like: digits blended onto procedural coloured textures (``level`` unused)."""
+    """Digits blended onto procedural coloured textures (``level`` unused)."""
     return blend_onto_backgrounds(x, g)
+
+
+def photo_blend(x: torch.Tensor, g: torch.Generator, level: float) -> torch.Tensor:
+    """MNIST-M's recipe: |random crop of a real colour photograph - digit| (``level`` unused;
+    see :mod:`cladapt.data.uda_pairs`)."""
+    from cladapt.data.uda_pairs import blend_with_photographs
+
+    return blend_with_photographs(x, g)
 
 
 SHIFTS: dict[str, Shift] = {
@@ -70,6 +78,7 @@ SHIFTS: dict[str, Shift] = {
     "contrast": contrast,
     "brightness": brightness,
     "textured_background": textured_background,
+    "photo_blend": photo_blend,
 }
 
 

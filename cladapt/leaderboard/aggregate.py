@@ -97,7 +97,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     protocol's headline metric."""
     runs = finished_runs(df)
     if runs.empty:
-        return pd.DataFrame(columns=[*KEYS, "seeds", "runs"])
+        return pd.DataFrame(columns=[*KEYS, "seeds", "runs", "oracle"])
     wide = runs.pivot_table(
         index=[*KEYS, "seed", "run_id"], columns="metric", values="value", aggfunc="first"
     )
@@ -109,6 +109,11 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     out["seeds"] = grouped.seed.nunique()
     out["runs"] = grouped.run_id.nunique()
     out = out.reset_index()
+    # oracle references (e.g. target-oracle: trained on the labelled target) are marked and
+    # ranked after the methods they bound, never as a stream's best
+    oracle = out.pop("oracle_mean") if "oracle_mean" in out else pd.Series(0.0, index=out.index)
+    out = out.drop(columns=["oracle_std"], errors="ignore")
+    out["oracle"] = oracle.fillna(0).gt(0)
     order = []
     for _, row in out.iterrows():
         metric, direction = headline(row.protocol)
@@ -116,7 +121,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         order.append(value if direction == "min" else -value)
     out["_order"] = order
     return (
-        out.sort_values(["stream", "setting", "_order"])
+        out.sort_values(["stream", "setting", "oracle", "_order"])
         .drop(columns="_order")
         .reset_index(drop=True)
     )

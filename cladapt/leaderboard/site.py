@@ -239,7 +239,8 @@ def build_site(
                 "params_json",
             ]
         ].assign(status=lambda d: [status[r] for r in d.run_id])
-        best = st.iloc[0] if f"{metric}_mean" in st and len(st) else None
+        methods = st[~st.oracle] if "oracle" in st else st
+        best = methods.iloc[0] if f"{metric}_mean" in methods and len(methods) else None
         page = f"streams/{slug(stream)}.html"
         files[page] = env.get_template("stream.html").render(
             stream=stream,

@@ -13,13 +13,17 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 
 class SmallCNN(nn.Module):
-    """conv-BN-ReLU x 3 stages (32/64/128 channels, max-pool between), global average pool, linear.
+    """conv-BN-ReLU x 4 stages (w, 2w, 4w, 4w channels, max-pool between), global average pool,
+    linear; w = 16 by default (~61k parameters).
 
-    Follows timm's convention: ``forward_features`` -> feature map, ``forward_head`` -> logits,
-    ``num_features`` = width of the pooled feature vector.
+    Four stages give the pooled features a receptive field as large as a 32 x 32 image (three
+    stages did not: digits in varied positions and fonts were barely learnable, 58 % vs 94 % on
+    the rendered-fonts source in the same budget). Follows timm's convention:
+    ``forward_features`` -> feature map, ``forward_head`` -> logits, ``num_features`` = width
+    of the pooled feature vector.
     """
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 3, width: int = 32):
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, width: int = 16):
         super().__init__()
         w = width
         self.features = nn.Sequential(
@@ -28,6 +32,8 @@ class SmallCNN(nn.Module):
             _block(w, 2 * w),
             nn.MaxPool2d(2),
             _block(2 * w, 4 * w),
+            nn.MaxPool2d(2),
+            _block(4 * w, 4 * w),
         )
         self.num_features = 4 * w
         self.head = nn.Linear(self.num_features, num_classes)

@@ -18,7 +18,7 @@ from cladapt.models.checkpoints import cache_dir, fingerprint, load_cached, save
 from cladapt.progress import NullProgress
 from cladapt.stream import Stream
 
-RECIPE_VERSION = 1  # bump when the training code changes, to invalidate cached models
+RECIPE_VERSION = 2  # bump when the training code changes, to invalidate cached models
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,8 @@ class ContinualProtocol:
                 )
             evaluate_all(t + 1, exp.name)
 
-        headline = metrics.continual_summary(R)
+        sizes = [len(e.test) if e.test is not None else 0 for e in stream.experiences]
+        headline = metrics.continual_summary(R, sizes)
         tables = {"accuracy_matrix": R, "names": [e.name for e in stream.experiences]}
         if stream.prompts is not None:  # zero-shot capable: MTIL's metrics (Zheng et al. 2023)
             headline |= metrics.mtil_summary(R)
