@@ -218,9 +218,12 @@ class ZSCL(Finetune):
         super().cladapt_after_step(run)
         # ZSCL updates at its 0-based iterations 0, avg_freq, 2 * avg_freq, ...
         if self.we_model is not None and (self.task_step - 1) % self.cfg.avg_freq == 0:
-            self.we_n += 1
-            # merge_we: a running mean of the weights, i.e. an EMA with momentum n / (n + 1)
-            ema_update(self.we_model, run.model, self.we_n / (self.we_n + 1))
+            self.merge(run)
+
+    def merge(self, run: Run) -> None:
+        """ZSCL's merge_we: a running mean of the weights, i.e. an EMA with momentum n/(n+1)."""
+        self.we_n += 1
+        ema_update(self.we_model, run.model, self.we_n / (self.we_n + 1))
 
     @hookimpl
     def cladapt_after_experience(self, run: Run, experience: Experience) -> None:
@@ -229,8 +232,7 @@ class ZSCL(Finetune):
             # 1000, the 11th) takes the final model in. We train exactly `iterations` steps
             # (one fewer than ZSCL, as for every strategy) and merge the final model here.
             if self.task_step % self.cfg.avg_freq == 0:
-                self.we_n += 1
-                ema_update(self.we_model, run.model, self.we_n / (self.we_n + 1))
+                self.merge(run)
             with torch.no_grad():
                 for p, w in zip(run.model.parameters(), self.we_model.parameters(), strict=True):
                     p.copy_(w)

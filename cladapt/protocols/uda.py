@@ -24,7 +24,7 @@ import numpy as np
 from cladapt.batch import Batch
 from cladapt.config import param
 from cladapt.context import Run
-from cladapt.data.batching import cycle, images_only
+from cladapt.data.batching import cycle, images_only, num_batches
 from cladapt.errors import DataError
 from cladapt.protocols.base import ProtocolResult, check_finite, evaluate, train_step
 from cladapt.results import Record
@@ -71,7 +71,7 @@ class UDAProtocol:
             run.hook.cladapt_setup(run=run)
             run.experience, run.experience_index = exp, i
             run.hook.cladapt_before_experience(run=run, experience=exp)
-            epochs, per_epoch = self.schedule(cfg, len(source.train))
+            epochs, per_epoch = self.schedule(cfg, source.train)
             run.state["total_steps"] = epochs * per_epoch
             target = exp.unlabelled if oracle else images_only(exp.unlabelled)
             if oracle and not _has_labels(target):
@@ -111,11 +111,12 @@ class UDAProtocol:
         return ProtocolResult(headline=headline, tables={"target_accuracy": target_acc})
 
     @staticmethod
-    def schedule(cfg: UDAConfig, source_size: int) -> tuple[int, int]:
-        """(evaluation epochs, steps per epoch)."""
+    def schedule(cfg: UDAConfig, source_train) -> tuple[int, int]:
+        """(evaluation epochs, steps per epoch): an epoch is a pass over the source in full
+        batches (at least one step, as ``cycle`` yields one partial batch of a tiny source)."""
         if cfg.iterations:
             return -(-cfg.iterations // cfg.iters_per_epoch), cfg.iters_per_epoch
-        return cfg.epochs, max(1, num_batches_drop_last(source_size, cfg.batch_size))
+        return cfg.epochs, max(1, num_batches(source_train, cfg.batch_size, drop_last=True))
 
     def scores(self, run: Run, exp, epoch: int) -> tuple[float, float]:
         """(target accuracy, source accuracy) now, also written as learning-curve rows."""
@@ -131,10 +132,6 @@ class UDAProtocol:
             ],
         )
         return target, src
-
-
-def num_batches_drop_last(n: int, batch_size: int) -> int:
-    return n // batch_size if n >= batch_size else 1
 
 
 def _has_labels(ds) -> bool:
