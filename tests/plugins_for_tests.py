@@ -102,6 +102,21 @@ def uda_leak_stream(data_root=None, seed=0) -> Stream:
     )
 
 
+def empty_target_stream(data_root=None, seed=0) -> Stream:
+    """The leak stream with a target whose unlabelled training set is empty."""
+    stream = uda_leak_stream(data_root, seed)
+    stream.name = "test-uda-empty-target"
+    stream.experiences = [
+        Experience(
+            "empty-target",
+            "domain",
+            unlabelled=TensorDataset(torch.zeros(0, 3, 32, 32)),
+            test=stream.experiences[0].test,
+        )
+    ]
+    return stream
+
+
 def wrong_shape_stream(data_root=None, seed=0) -> Stream:
     x = torch.rand(20, 1, 28, 28)
     exp = Experience(
@@ -123,6 +138,7 @@ def cladapt_register_strategies(registry):
 def cladapt_register_streams(registry):
     registry.add("test-uda-leak", uda_leak_stream, protocol="uda")
     registry.add("test-wrong-shape", wrong_shape_stream, protocol="continual")
+    registry.add("test-uda-empty-target", empty_target_stream, protocol="uda")
     registry.add("test-digits-uda-noise", noise_only_uda_stream, protocol="uda")
     registry.add("test-digits-c3", digits_c3_stream, protocol="test_time")
 

@@ -231,3 +231,12 @@ def test_dann_keeps_the_source_accuracy_of_source_only(extra_catalog, out):
     }
     assert acc["dann"]["source_accuracy"] >= acc["source-only"]["source_accuracy"] - 5, acc
     assert acc["dann"]["target_accuracy"] > acc["source-only"]["target_accuracy"], acc
+
+
+def test_an_empty_target_is_a_one_line_data_error(extra_catalog, out):
+    from cladapt.errors import DataError
+
+    spec = RunSpec("test-uda-empty-target", "dann", {"epochs": "1"}, out=out, device="cpu")
+    with pytest.raises(DataError, match=r"target 'empty-target' training set is empty") as e:
+        execute(spec, extra_catalog)
+    assert "\n" not in str(e.value)

@@ -74,6 +74,11 @@ class UDAProtocol:
             epochs, per_epoch = self.schedule(cfg, source.train)
             run.state["total_steps"] = epochs * per_epoch
             target = exp.unlabelled if oracle else images_only(exp.unlabelled)
+            for what, ds in (("source", source.train), (f"target {exp.name!r}", target)):
+                if len(ds) == 0:
+                    raise DataError(
+                        f"UDA stream {run.stream.name!r}: the {what} training set is empty"
+                    )
             if oracle and not _has_labels(target):
                 raise DataError(f"target {exp.name!r} has no labels for the target-oracle")
             target_batches = cycle(target, cfg.batch_size, run.device, generator=run.generator)
