@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -384,7 +385,7 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
     type=click.Choice(["embedded", "embedded-all"]),
     default="embedded",
     show_default=True,
-    help="embedded: the quick offline streams; embedded-all: all offline streams (+ nevis-mini)",
+    help="embedded: the default offline streams of each protocol; embedded-all: all of them",
 )
 @click.option(
     "--seeds", default=3, show_default=True, type=click.IntRange(1), help="seeds 0..N-1 per pair"
@@ -401,31 +402,46 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
 )
 @click.option("--device", default="auto", show_default=True)
 @click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="parallel worker processes (default: one per CPU core; one per GPU on CUDA)",
+)
+@click.option(
     "--only", "only", multiple=True, metavar="STRATEGY", help="restrict to these strategies"
 )
+@click.option(
+    "--stream", "streams", multiple=True, metavar="STREAM", help="restrict to these streams"
+)
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="print the time per (stream, strategy): worker seconds and recorded wall_time_s",
+)
 @plugin_option
-def bench(suite, seeds, out, site, append, device, only, plugins):
+def bench(suite, seeds, out, site, append, device, workers, only, streams, profile, plugins):
     """Run every strategy on every embedded stream of its protocol, then build the site."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from cladapt.bench import Job, default_workers, measured_wall_times, order_jobs, run_jobs
     from cladapt.leaderboard.aggregate import aggregate, load
     from cladapt.leaderboard.site import build_site
     from cladapt.results import check_results_path, is_sink
-    from cladapt.runner import RunSpec, execute
 
     catalog = _catalog(plugins)
     for name in only:
         catalog.strategies.get(name)  # unknown names fail here, with a suggestion
+    for name in streams:
+        catalog.streams.get(name)
     unavailable = {
         s.name: ", ".join(missing)
         for s in catalog.strategies
         if (missing := missing_requirements(s.factory))
     }
     jobs = [
-        (stream.name, strategy.name, seed)
+        Job(stream.name, strategy.name, seed)
         for stream in catalog.streams
         if stream.extra.get("embedded")
-        and (suite == "embedded-all" or stream.extra.get("quick", True))
+        and (suite == "embedded-all" or stream.extra.get("quick", True) or stream.name in streams)
+        and (not streams or stream.name in streams)
         for strategy in catalog.strategies
         if stream.protocols[0] in strategy.protocols
         and _bench_pair(stream, strategy)
@@ -436,35 +452,68 @@ def bench(suite, seeds, out, site, append, device, only, plugins):
     for name, missing in unavailable.items():
         err_console.print(plain(f"skipping {name}: needs {missing} (optional extra)"))
     check_results_path(out)  # never delete or append to a file that is not a results CSV
+    jobs = order_jobs(jobs, measured_wall_times(out) if out.exists() else {})
     if out.exists() and not append and not is_sink(out):
         out.unlink()
-    failures = []
-    columns = (
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
+    workers = workers or default_workers(device)
+    tic = time.perf_counter()
+    results = run_jobs(
+        jobs, out=out, device=device, workers=workers, plugins=tuple(plugins), console=err_console
     )
-    with Progress(*columns, console=err_console) as progress:
-        task = progress.add_task("bench", total=len(jobs))
-        for stream, strategy, seed in jobs:
-            progress.update(task, description=f"{strategy} on {stream}, seed {seed}")
-            try:
-                execute(RunSpec(stream, strategy, seed=seed, device=device, out=out), catalog)
-            except CladaptError as exc:  # recorded as an error row; the bench goes on
-                failures.append(f"{strategy} on {stream} (seed {seed}): {exc}")
-            progress.advance(task)
+    elapsed = time.perf_counter() - tic
+    failures = [f"{r.job.label()}: {r.error}" for r in results if r.error]
     df = load([out])
     _print_leaderboard(aggregate(df))
+    if profile:
+        _print_profile(results, df, elapsed, workers)
     pages = [f for f in build_site(df, site, inputs=[out]) if f.suffix == ".html"]
     console.print(
         plain(
-            f"{len(jobs)} runs, {len(failures)} failed; results in {out}, "
-            f"site in {site}/ ({len(pages)} pages)"
+            f"{len(jobs)} runs on {min(workers, len(jobs))} workers, {len(failures)} failed; "
+            f"results in {out}, site in {site}/ ({len(pages)} pages)"
         ),
         highlight=False,
     )
     _exit_if_failed(failures)
+
+
+def _print_profile(results, df, elapsed: float, workers: int) -> None:
+    """Where the bench's time went: per (stream, strategy), the worker seconds of all its runs
+    (one-off preparation such as source-model training included, in whichever run met it
+    first) and the mean ``wall_time_s`` a run recorded (preparation excluded)."""
+    import pandas as pd
+
+    spent = pd.DataFrame(
+        [(r.job.stream, r.job.strategy, r.seconds) for r in results],
+        columns=["stream", "strategy", "seconds"],
+    )
+    walls = df[(df.row_type == "summary") & (df.metric == "wall_time_s")]
+    walls = walls.groupby(["stream", "strategy"]).value.mean().rename("wall_time_s")
+    table = (
+        spent.groupby(["stream", "strategy"])
+        .seconds.agg(["count", "sum"])
+        .join(walls)
+        .sort_values("sum", ascending=False)
+    )
+    t = Table(title="bench profile (seconds)", title_justify="left")
+    for name in ("stream", "strategy", "runs", "worker s", "wall_time_s / run"):
+        t.add_column(name, justify="left" if name in ("stream", "strategy") else "right")
+    for (stream, strategy), row in table.iterrows():
+        t.add_row(
+            plain(stream),
+            plain(strategy),
+            str(int(row["count"])),
+            f"{row['sum']:.0f}",
+            f"{row['wall_time_s']:.1f}" if pd.notna(row["wall_time_s"]) else "",
+        )
+    console.print(t)
+    console.print(
+        plain(
+            f"total: {spent.seconds.sum():.0f} worker-seconds on {workers} workers, "
+            f"{elapsed:.0f} s elapsed"
+        ),
+        highlight=False,
+    )
 
 
 def _bench_pair(stream, strategy) -> bool:

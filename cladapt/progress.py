@@ -22,7 +22,10 @@ class NullProgress:
 
 
 class RichProgress(NullProgress):
-    """One bar per phase (training on a task, adapting to a domain), with rate and ETA."""
+    """One live bar per nesting level (the run's current phase: training on a task, adapting to
+    a domain), with rate and ETA. A finished phase's bar is removed: a stream with many phases
+    (gradual has 135) would otherwise redraw every finished bar ten times a second, a cost that
+    grows with the square of the number of phases."""
 
     def __init__(self, console=None) -> None:
         from rich.progress import (
@@ -41,7 +44,8 @@ class RichProgress(NullProgress):
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
-            transient=False,
+            transient=True,
+            refresh_per_second=4,
         )
 
     def __enter__(self) -> RichProgress:
@@ -64,7 +68,4 @@ class RichProgress(NullProgress):
                 yield item
                 self._progress.advance(task)
         finally:
-            if transient:
-                self._progress.remove_task(task)
-            else:
-                self._progress.stop_task(task)
+            self._progress.remove_task(task)

@@ -18,6 +18,7 @@ from cladapt.defaults import DefaultBehaviour
 from cladapt.device import (
     amp_dtype,
     peak_memory_mb,
+    prefer_channels_last,
     reset_peak_memory,
     resolve_device,
     seed_everything,
@@ -191,7 +192,7 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         )
         if stream.normalization is not None:
             model = Normalized(model, *stream.normalization)
-        return model
+        return prefer_channels_last(model)
 
     def make_model() -> torch.nn.Module:
         torch.manual_seed(spec.seed)

@@ -38,3 +38,27 @@ def test_gaussian_noise_has_the_requested_std_before_clipping():
     x = torch.full((16, 3, 32, 32), 0.5)
     noisy = apply_shift(x, "gaussian_noise", 0.1, seed=0)  # 5 sigma from the clip bounds
     assert abs(float((noisy - x).std()) - 0.1) < 0.005
+
+
+def test_generated_data_is_made_once_and_keyed_by_its_definition(tmp_path, monkeypatch):
+    """The disk cache behind digits-c and the rendered fonts: a second process (here: call)
+    loads what the first made, and a different definition (code, arguments) is a new entry."""
+    from cladapt.models.checkpoints import cached_tensors
+
+    monkeypatch.setenv("CLADAPT_CACHE", str(tmp_path))
+    calls = []
+
+    def build(value: float):
+        calls.append(value)
+        return (torch.full((2, 3), value), torch.arange(2))
+
+    first = cached_tensors("demo", {"v": 1, "code": "a"}, lambda: build(1.0))
+    again = cached_tensors("demo", {"v": 1, "code": "a"}, lambda: build(9.0))
+    assert calls == [1.0] and torch.equal(first[0], again[0]) and torch.equal(again[1], first[1])
+    changed = cached_tensors("demo", {"v": 1, "code": "b"}, lambda: build(2.0))
+    assert calls == [1.0, 2.0] and float(changed[0][0, 0]) == 2.0
+    # a truncated file (a crash, a full disk) is rebuilt, not an error
+    for p in (tmp_path / "data").glob("demo-*.pt"):
+        p.write_bytes(b"PK\x03\x04 truncated")
+    rebuilt = cached_tensors("demo", {"v": 1, "code": "a"}, lambda: build(3.0))
+    assert calls[-1] == 3.0 and float(rebuilt[0][0, 0]) == 3.0

@@ -122,10 +122,15 @@ def test_bench_runs_embedded_pairs_and_builds_site(tmp_path):
             "bench",
             "--seeds",
             "1",
+            "--stream",
+            "digits-shift",
             "--only",
             "source",
             "--only",
             "bn-adapt",
+            "--workers",
+            "2",
+            "--profile",
             "--out",
             str(out),
             "--site",
@@ -135,9 +140,14 @@ def test_bench_runs_embedded_pairs_and_builds_site(tmp_path):
     assert res.exit_code == 0, res.output
     df = pd.read_csv(out)
     assert set(df.strategy) == {"source", "bn-adapt"} and set(df.stream) == {"digits-shift"}
+    # two worker processes wrote one complete run each, and the profile names both pairs
+    assert df.run_id.nunique() == 2 and (df.metric == "wall_time_s").sum() == 2
+    assert "bench profile" in res.output and "2 workers" in res.output
     assert (site / "streams" / f"{slug('digits-shift')}.html").exists()
     again = CliRunner().invoke(
-        main, ["bench", "--seeds", "1", "--only", "source", "--out", str(out), "--site", str(site)]
+        main,
+        ["bench", "--seeds", "1", "--stream", "digits-shift", "--only", "source"]
+        + ["--out", str(out), "--site", str(site)],
     )
     assert again.exit_code == 0
     assert set(pd.read_csv(out).strategy) == {"source"}  # without --append the CSV starts afresh

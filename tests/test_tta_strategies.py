@@ -290,3 +290,23 @@ def test_every_tta_strategy_runs_on_digits_c_and_normalisation_beats_source_on_n
     for s in ("bn-adapt", "alpha-bn"):
         assert errors[s][noise].mean() < errors["source"][noise].mean() - 10, s
     assert set(df[df.row_type == "summary"].strategy) == set(STRATEGIES)
+
+
+def test_cotta_augmentation_blurs_only_what_the_crop_keeps():
+    """Augment blurs the centre crop plus the kernel's margin instead of the whole padded image
+    (4x less work); the pixels that survive the final crop must be the reference order's:
+    pad, affine, blur everything, crop (qinenergy/cotta ``get_tta_transforms``)."""
+    from torchvision.transforms import v2
+
+    from cladapt.adaptation import Augment
+
+    x = torch.rand(6, 3, 32, 32)
+    aug = Augment(32)
+    pad, affine, _, blur, crop, _ = aug.geometry.transforms
+    torch.manual_seed(3)
+    ours = v2.Compose(list(aug.geometry.transforms[:-1]))(x)  # without the random flip
+    torch.manual_seed(3)
+    reference = crop(blur(affine(pad(x))))
+    assert ours.shape == reference.shape == x.shape
+    assert torch.allclose(ours, reference, atol=1e-6)
+    assert not torch.allclose(ours, x, atol=1e-2)  # it did augment

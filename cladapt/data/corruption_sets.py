@@ -119,11 +119,25 @@ def imagenet_c(
 @functools.lru_cache(maxsize=128)
 def digits_c(corruption: str, severity: int) -> TensorDataset:
     """The digits test split under one corruption, seeded by (corruption, severity)."""
+    from cladapt.data import corruptions, digits
     from cladapt.data.digits import digits_split
+    from cladapt.models.checkpoints import cached_tensors, code_digest
 
     x, y = digits_split()[1].tensors
     seed = zlib.crc32(f"digits-c/{corruption}/{severity}".encode())
-    return TensorDataset(corrupt_dataset_tensor(x, corruption, severity, seed), y)
+    # generated once per machine (the slowest corruptions take seconds) and cached on disk,
+    # keyed by the corruption, its severity and the code that makes it
+    facts = {
+        "corruption": corruption,
+        "severity": severity,
+        "seed": seed,
+        "code": code_digest(corruptions, digits),
+        "frost_stats": (Path(corruptions.__file__).parent / "frost_stats.json").read_text(),
+    }
+    (xc,) = cached_tensors(
+        "digits-c", facts, lambda: (corrupt_dataset_tensor(x, corruption, severity, seed),)
+    )
+    return TensorDataset(xc, y)
 
 
 def reference_inputs(size: int, n: int) -> np.ndarray:

@@ -10,7 +10,8 @@
   TrueType faces matplotlib bundles (DejaVu, STIX, Computer Modern), each image with a random
   face, size, rotation, offset, stroke width, foreground/background colours and blur.
 
-Both are seeded and cached per process; nothing is downloaded.
+Both are seeded; the rendered fonts are cached on disk (``cache_dir()/data``), the blends per
+process; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -94,6 +95,25 @@ def render_font_digits(n: int, size: int, seed: int) -> tuple[torch.Tensor, torc
 
 @functools.lru_cache(maxsize=4)
 def _render(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rendered once per machine (a few seconds of PIL per thousand images) and cached on disk,
+    keyed by the arguments, the fonts and this code."""
+    import matplotlib
+
+    from cladapt.models.checkpoints import cached_tensors, code_digest
+
+    facts = {
+        "n": n,
+        "size": size,
+        "seed": seed,
+        "fonts": [p.name for p in font_paths()],
+        "matplotlib": matplotlib.__version__,
+        "code": code_digest(_draw, _contrasting_colours),
+    }
+    x, y = cached_tensors("fonts-digits", facts, lambda: _draw(n, size, seed))
+    return x, y
+
+
+def _draw(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
     rng = np.random.default_rng(seed)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import inspect
 import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +34,61 @@ def fingerprint(**facts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-save never leaves a truncated checkpoint behind."""
+@contextlib.contextmanager
+def preparing(path: Path) -> Iterator[None]:
+    """Hold ``path``'s lock file while a cached artefact is made: concurrent processes (bench
+    workers) make it once; the others wait, then load it. Re-check the cache inside."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        yield
+
+
+def code_digest(*objects: Any) -> str:
+    """A hash of the source code of modules or functions: part of a generated artefact's key,
+    so that a change to the code that made it invalidates the cached copy."""
+    return fingerprint(code=[inspect.getsource(o) for o in objects])
+
+
+def cached_tensors(
+    name: str, facts: dict[str, Any], build: Callable[[], tuple[torch.Tensor, ...]]
+) -> tuple[torch.Tensor, ...]:
+    """Generated data cached on disk under ``cache_dir()/data``, keyed by ``facts`` (the
+    definition: arguments, seed, ``code_digest`` of the generator), made once across
+    processes; an unreadable file is rebuilt."""
+    path = cache_dir() / "data" / f"{name}-{fingerprint(**facts)}.pt"
+    for _attempt in range(2):
+        if path.is_file():
+            try:
+                return tuple(torch.load(path, weights_only=True))
+            except Exception:  # truncated or foreign: rebuilt below
+                path.unlink(missing_ok=True)
+        with preparing(path):
+            if path.is_file():
+                continue  # another process made it while this one waited
+            tensors = tuple(t.contiguous() for t in build())
+            _atomic_save(path, list(tensors))
+            return tensors
+    return tuple(build())
+
+
+def _atomic_save(path: Path, obj: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        cpu_state = {k: v.detach().cpu() for k, v in state_dict.items()}
-        torch.save({"state_dict": cpu_state, "meta": meta}, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-save never leaves a truncated checkpoint behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cpu_state = {k: v.detach().cpu() for k, v in state_dict.items()}
+    _atomic_save(path, {"state_dict": cpu_state, "meta": meta})
 
 
 def load_cached(model: torch.nn.Module, path: Path) -> bool:

@@ -24,6 +24,7 @@ from cladapt.models.checkpoints import (
     fingerprint,
     load_cached,
     load_into,
+    preparing,
     save_checkpoint,
 )
 from cladapt.progress import NullProgress
@@ -99,7 +100,11 @@ def pretrain(model: nn.Module, recipe: PretrainRecipe, device: torch.device, pro
 def ensure_pretrained(input_shape: tuple[int, int, int], progress=None) -> Path:
     """Pre-train and cache the tiny CLIP for ``input_shape`` unless this machine has it."""
     path = checkpoint_path(input_shape, PretrainRecipe())
-    if not path.is_file():
+    if path.is_file():
+        return path
+    with preparing(path):  # parallel bench workers pre-train it once; the others wait
+        if path.is_file():
+            return path
         from cladapt.models.clip import tiny_clip
 
         torch.manual_seed(PretrainRecipe().seed)  # the same initial weights on every machine

@@ -14,7 +14,13 @@ from torch import nn
 from cladapt.data.batching import iterate, num_batches
 from cladapt.device import seed_everything
 from cladapt.errors import DivergenceError
-from cladapt.models.checkpoints import cache_dir, fingerprint, load_cached, save_checkpoint
+from cladapt.models.checkpoints import (
+    cache_dir,
+    fingerprint,
+    load_cached,
+    preparing,
+    save_checkpoint,
+)
 from cladapt.progress import NullProgress
 from cladapt.stream import Stream
 
@@ -56,13 +62,16 @@ def get_source_model(
     model = make_model()
     if load_cached(model, path):
         return model.to(device)
-    model = model.to(device)
-    train_source_model(model, stream, device, recipe, progress or NullProgress())
-    save_checkpoint(
-        path,
-        model.state_dict(),
-        {"stream": stream.name, "model": model_name, **asdict(recipe)},
-    )
+    with preparing(path):  # parallel bench workers train it once; the others wait and load
+        if load_cached(model, path):
+            return model.to(device)
+        model = model.to(device)
+        train_source_model(model, stream, device, recipe, progress or NullProgress())
+        save_checkpoint(
+            path,
+            model.state_dict(),
+            {"stream": stream.name, "model": model_name, **asdict(recipe)},
+        )
     return model
 
 

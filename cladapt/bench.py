@@ -1,0 +1,364 @@
+"""``cladapt bench``: every strategy on every embedded stream of its protocol, in parallel worker
+processes sized to the machine, with one live progress bar per worker.
+
+Each worker is a spawned process (fork after torch has started its thread pools is unsafe) that
+imports torch and the plugins once, warms the imports a run would otherwise pay inside its timed
+region, sets its share of the CPU threads, and then takes jobs from a queue until none are left.
+One-off preparation (source models, the tiny CLIP, generated streams) is cached on disk behind
+file locks, so two workers never prepare the same thing twice. Rows go to the CSV as each run
+computes them (:func:`cladapt.results.append_rows` serialises writers with a file lock).
+
+Ctrl-C reaches every worker (same process group); each writes an ``interrupted`` error row for
+the run it was in and exits; SIGTERM to the bench is passed on to the workers as SIGINT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# scheduling hint only (longest first), used when no earlier results give measured wall times
+_HEAVY = {"cotta": 8.0, "vida": 6.0, "cdan": 5.0, "dann": 4.0, "mcc": 4.0, "zscl": 3.0}
+_HEAVY_PROTOCOL = {"uda": 3.0, "continual": 1.5}
+
+
+@dataclass(frozen=True)
+class Job:
+    stream: str
+    strategy: str
+    seed: int
+
+    def label(self) -> str:
+        return f"{self.strategy} on {self.stream}, seed {self.seed}"
+
+
+@dataclass
+class JobResult:
+    job: Job
+    error: str | None  # None: the run completed
+    seconds: float  # wall seconds in the worker, preparation included
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_workers(device: str) -> int:
+    """One worker per core on a CPU, one per GPU on CUDA."""
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    mps = getattr(torch.backends, "mps", None)
+    if device.startswith(("cuda", "mps")) or (device == "auto" and mps and mps.is_available()):
+        return 1
+    return cpu_count()
+
+
+def worker_device(device: str, worker: int) -> str:
+    """Spread workers over the GPUs when there are several."""
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.device_count() > 1:
+        return f"cuda:{worker % torch.cuda.device_count()}"
+    return device
+
+
+def order_jobs(jobs: list[Job], estimates: dict[tuple[str, str], float]) -> list[Job]:
+    """Longest first (the classic greedy bound on the makespan of parallel machines): measured
+    wall times from earlier results where there are any, else a coarse hint."""
+
+    def cost(job: Job) -> float:
+        if (job.stream, job.strategy) in estimates:
+            return estimates[job.stream, job.strategy]
+        return _HEAVY.get(job.strategy, 1.0) * 10.0
+
+    return sorted(jobs, key=lambda j: (-cost(j), j.stream, j.strategy, j.seed))
+
+
+def measured_wall_times(path: Path) -> dict[tuple[str, str], float]:
+    """Mean ``wall_time_s`` per (stream, strategy) in an earlier results CSV (none: empty)."""
+    from cladapt.leaderboard.aggregate import load
+
+    try:
+        df = load([path])
+    except Exception:  # no file, or one that is not ours: only a scheduling hint is lost
+        return {}
+    rows = df[(df.row_type == "summary") & (df.metric == "wall_time_s")]
+    return {k: float(v) for k, v in rows.groupby(["stream", "strategy"]).value.mean().items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# progress: a run's phases, reported by the worker, shown as one bar per worker
+
+
+class EventProgress:
+    """The progress object a bench run gets: reports phase starts, advances (at most every
+    0.2 s) and ends through ``emit``; nested phases form a stack, the innermost is shown."""
+
+    def __init__(self, emit: Callable[..., None], worker: int) -> None:
+        self.emit, self.worker = emit, worker
+
+    def track(
+        self,
+        iterable: Iterable[T],
+        total: int | None = None,
+        description: str = "",
+        transient: bool = False,
+    ) -> Iterator[T]:
+        self.emit("push", self.worker, description, total)
+        done, last = 0, time.monotonic()
+        try:
+            for item in iterable:
+                yield item
+                done += 1
+                now = time.monotonic()
+                if now - last >= 0.2:
+                    self.emit("advance", self.worker, done)
+                    last = now
+        finally:
+            self.emit("pop", self.worker)
+
+
+class BenchDisplay:
+    """A rich display: the overall bar, then one bar per worker (its run and innermost phase)."""
+
+    def __init__(self, console, total: int, workers: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            refresh_per_second=4,
+        )
+        self.overall = self.progress.add_task("bench", total=total)
+        self.bars = [self.progress.add_task("", total=None, visible=False) for _ in range(workers)]
+        self.runs: dict[int, str] = {}
+        self.stacks: dict[int, list[tuple[str, int | None, int]]] = {}
+
+    def __enter__(self) -> BenchDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def handle(self, kind: str, worker: int, *args: Any) -> None:
+        stack = self.stacks.setdefault(worker, [])
+        if kind == "start":
+            self.runs[worker] = args[0].label()
+            stack.clear()
+        elif kind == "push":
+            stack.append((args[0], args[1], 0))
+        elif kind == "advance" and stack:
+            desc, total, _ = stack[-1]
+            stack[-1] = (desc, total, args[0])
+        elif kind == "pop" and stack:
+            stack.pop()
+        elif kind == "done":
+            self.progress.advance(self.overall)
+            self.runs.pop(worker, None)
+            stack.clear()
+        self._show(worker)
+
+    def _show(self, worker: int) -> None:
+        bar = self.bars[worker]
+        run = self.runs.get(worker)
+        if run is None:
+            self.progress.update(bar, visible=False)
+            return
+        stack = self.stacks.get(worker) or []
+        desc, total, done = stack[-1] if stack else ("starting", None, 0)
+        self.progress.update(
+            bar, description=f"  {run} · {desc}", total=total, completed=done, visible=True
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# workers
+
+
+def warm_imports() -> None:
+    """Pay the lazy imports of a first optimizer step (``torch._dynamo``, 2 s CPU and more under
+    load) before any run's clock starts, so a run inside the bench and the same run alone
+    record the same wall time."""
+    import torch
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    for make in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
+        opt = make([p], lr=0.0)
+        p.grad = torch.zeros(1)
+        opt.step()
+
+
+def _run_job(job: Job, catalog, device: str, out: Path, progress) -> JobResult:
+    from cladapt.errors import CladaptError
+    from cladapt.runner import RunSpec, execute
+
+    tic = time.perf_counter()
+    try:
+        execute(
+            RunSpec(job.stream, job.strategy, seed=job.seed, device=device, out=out),
+            catalog,
+            progress,
+        )
+        error = None
+    except CladaptError as exc:  # the run wrote its error row; the bench goes on
+        error = str(exc)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a crash in one run (its error row is written) is reported too
+        error = f"{type(exc).__name__}: {exc}"
+    return JobResult(job, error, time.perf_counter() - tic)
+
+
+def _worker_main(
+    worker: int,
+    threads: int,
+    device: str,
+    out: Path,
+    plugins: tuple[str, ...],
+    jobs: mp.Queue,
+    events: mp.Queue,
+) -> None:
+    from cladapt.terminal import install_signal_handlers
+
+    install_signal_handlers()  # the first SIGINT/SIGTERM stops the run (error row), later ones wait
+    import torch
+
+    torch.set_num_threads(threads)
+    from cladapt.manager import load_catalog
+
+    catalog = load_catalog(plugins)
+    warm_imports()
+
+    def emit(*event: Any) -> None:
+        events.put(event)
+
+    progress = EventProgress(emit, worker)
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        emit("start", worker, job)
+        try:
+            result = _run_job(job, catalog, device, out, progress)
+        except KeyboardInterrupt:
+            emit("done", worker, JobResult(job, "interrupted", 0.0))
+            return
+        emit("done", worker, result)
+
+
+def run_jobs(
+    jobs: list[Job],
+    *,
+    out: Path,
+    device: str,
+    workers: int,
+    plugins: tuple[str, ...],
+    console,
+) -> list[JobResult]:
+    """Run ``jobs`` (in this order of hand-out) and return their results as they finish."""
+    workers = max(1, min(workers, len(jobs)))
+    threads = max(1, cpu_count() // workers)
+    with BenchDisplay(console, len(jobs), workers) as display:
+        if workers == 1:
+            return _run_here(jobs, out, device, plugins, display)
+        return _run_pool(jobs, out, device, plugins, workers, threads, display)
+
+
+def _run_here(jobs, out, device, plugins, display: BenchDisplay) -> list[JobResult]:
+    from cladapt.manager import load_catalog
+
+    catalog = load_catalog(plugins)
+    warm_imports()
+    progress = EventProgress(display.handle, 0)
+    results = []
+    for job in jobs:
+        display.handle("start", 0, job)
+        results.append(_run_job(job, catalog, device, out, progress))
+        display.handle("done", 0)
+    return results
+
+
+def _run_pool(jobs, out, device, plugins, workers, threads, display) -> list[JobResult]:
+    ctx = mp.get_context("spawn")
+    job_queue, events = ctx.Queue(), ctx.Queue()
+    for job in jobs:
+        job_queue.put(job)
+    for _ in range(workers):
+        job_queue.put(None)
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            args=(w, threads, worker_device(device, w), out, plugins, job_queue, events),
+            daemon=True,
+        )
+        for w in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    results: list[JobResult] = []
+    running: dict[int, Job] = {}
+    try:
+        while len(results) < len(jobs):
+            try:
+                kind, worker, *args = events.get(timeout=0.5)
+            except queue.Empty:
+                for w, p in enumerate(procs):  # a worker killed from outside (e.g. OOM)
+                    if not p.is_alive() and w in running:
+                        job = running.pop(w)
+                        results.append(JobResult(job, f"worker died (exit {p.exitcode})", 0.0))
+                        display.handle("done", w)
+                if not any(p.is_alive() for p in procs):
+                    break
+                continue
+            if kind == "start":
+                running[worker] = args[0]
+            elif kind == "done":
+                running.pop(worker, None)
+                results.append(args[0])
+            display.handle(kind, worker, *args)
+    except KeyboardInterrupt:
+        _stop(procs)
+        raise
+    for p in procs:
+        p.join(timeout=10)
+    left = {r.job for r in results}
+    results += [JobResult(j, "not run: every worker stopped", 0.0) for j in jobs if j not in left]
+    return results
+
+
+def _stop(procs) -> None:
+    """Ask every worker to stop like a Ctrl-C (each writes its run's error row), then wait."""
+    for p in procs:
+        if p.is_alive() and p.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGINT)
+    deadline = time.monotonic() + 30
+    for p in procs:
+        p.join(timeout=max(0.1, deadline - time.monotonic()))
+        if p.is_alive():
+            p.terminate()
