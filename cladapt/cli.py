@@ -301,35 +301,17 @@ def describe(strategy: str, plugins: tuple[str, ...]) -> None:
         console.print(t)
 
 
-def _fmt(mean: float, std: float, seeds: int) -> str:
-    if mean != mean:  # NaN
-        return "–"
-    text = f"{mean:,.0f}" if abs(mean) >= 1e4 else f"{mean:.2f}"
-    return text + (f" ± {std:.2f}" if seeds > 1 and std == std else "")
+def _print_leaderboard(table, wide: bool = False) -> None:
+    """Compact tables that fit 100 columns (``wide``: every metric, for a wide terminal)."""
+    from cladapt.leaderboard.console import leaderboard_tables
 
-
-def _print_leaderboard(table) -> None:
-    from cladapt.leaderboard.aggregate import metric_columns
-
-    for protocol, part in table.groupby("protocol", sort=True):
-        # the terminal shows headline metrics and the two main costs; --format/site show all
-        cols = [
-            c
-            for c in metric_columns(protocol, part)
-            if c not in ("peak_memory_mb", "trainable_params", "wall_time_s", "inference_flops")
-        ]
-        t = Table(title=plain(f"{protocol} (mean ± std over seeds)"), title_justify="left")
-        for c in ("stream", "setting", "strategy", "model", "seeds"):
-            t.add_column(c)
-        for c in cols:
-            t.add_column(plain(c), justify="right")
-        for _, r in part.iterrows():
-            name = f"{r.strategy} (oracle)" if r.get("oracle", False) else r.strategy
-            cells = [plain(r.stream), plain(r.setting), plain(name), plain(r.model)]
-            cells.append(str(r.seeds))
-            cells += [_fmt(r[f"{c}_mean"], r[f"{c}_std"], r.seeds) for c in cols]
-            t.add_row(*cells)
-        console.print(t)
+    out = console if wide or console.width <= 100 else Console(width=100)
+    tables = leaderboard_tables(table, wide=wide)
+    for title, t in tables:
+        out.print(plain(title, style="bold"))
+        out.print(t)
+    if tables:
+        out.print(plain("values: mean ±std over seeds; --wide for every metric", style="dim"))
 
 
 @main.group(invoke_without_command=True)
@@ -341,8 +323,9 @@ def _print_leaderboard(table) -> None:
     default="table",
     show_default=True,
 )
+@click.option("--wide", is_flag=True, help="tables with every metric (wider than 100 columns)")
 @click.pass_context
-def leaderboard(ctx: click.Context, results: tuple[Path, ...], fmt: str) -> None:
+def leaderboard(ctx: click.Context, results: tuple[Path, ...], fmt: str, wide: bool) -> None:
     """Aggregate result CSVs: mean ± std over seeds per (stream, setting, strategy, model)."""
     if ctx.invoked_subcommand:
         return
@@ -351,7 +334,7 @@ def leaderboard(ctx: click.Context, results: tuple[Path, ...], fmt: str) -> None
     df = agg.load(results or (DEFAULT_RESULTS,))
     table = agg.aggregate(df)
     if fmt == "table":
-        _print_leaderboard(table)
+        _print_leaderboard(table, wide=wide)
         if note := agg.uncounted(df):
             console.print(plain(note, style="dim"))
     elif fmt == "csv":  # spreadsheet-bound: formula-like cells neutralised (docs/metrics.md)
@@ -452,7 +435,8 @@ def bench(suite, seeds, out, site, append, device, workers, only, streams, profi
     for name, missing in unavailable.items():
         err_console.print(plain(f"skipping {name}: needs {missing} (optional extra)"))
     check_results_path(out)  # never delete or append to a file that is not a results CSV
-    jobs = order_jobs(jobs, measured_wall_times(out) if out.exists() else {})
+    protocol_of = {j: catalog.streams.get(j.stream).protocols[0] for j in jobs}
+    jobs = order_jobs(jobs, measured_wall_times(out) if out.exists() else {}, protocol_of)
     if out.exists() and not append and not is_sink(out):
         out.unlink()
     workers = workers or default_workers(device)

@@ -108,7 +108,7 @@ def test_site_escapes_csv_strings_and_links_everything(results, tmp_path):
     assert XSS not in page and "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in page
     assert page.count("<script>") == 1  # only the site's own sorting script
     assert 'href="../results.csv"' in page and (site / "results.csv").exists()
-    assert "error % per domain" in page and "<svg" in page and "beta-broken" in page
+    assert 'id="corruptions-continual"' in page and "<svg" in page and "beta-broken" in page
     index = (site / "index.html").read_text()
     assert f'href="streams/{s1}"' in index and ">alpha<" in index
 

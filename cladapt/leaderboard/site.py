@@ -1,8 +1,11 @@
-"""Static leaderboard site: index of streams, one page per stream (sortable table, per-domain /
-per-task heat maps, accuracy-vs-compute scatter, run provenance) and the CSV it was built from.
+"""Static leaderboard site: index of streams (and the UDA pairs side by side), one page per
+stream (sortable table, the papers' table layouts with published numbers beside them, per-domain
+/ per-task heat maps, a headline-vs-compute plot with its Pareto front, run provenance) and the
+CSV it was built from.
 
-Templates are jinja2 with autoescaping on: every string that comes from a CSV is HTML-escaped.
-Sorting is a few lines of our own JavaScript; no external assets, no server needed.
+Templates are jinja2 with autoescaping on: every string that comes from a CSV is HTML-escaped;
+plots are matplotlib SVG inlined (matplotlib escapes its text). Sorting is a few lines of our
+own JavaScript; no external assets, no server needed.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from cladapt.leaderboard.aggregate import (
     metric_columns,
     run_status,
 )
+from cladapt.leaderboard.plots import Point, tradeoff_svg
+from cladapt.leaderboard.views import paper_tables, uda_table
 
 LABELS = {
     "avg_accuracy": "avg acc %",
@@ -100,19 +105,9 @@ def _ordered(values: pd.Series) -> list[str]:
 
 
 def breakdowns(evals: pd.DataFrame, protocol: str) -> list[Heatmap]:
+    """Accuracy matrices of the continual strategies (row: trained up to; column: evaluated)."""
     maps: list[Heatmap] = []
-    if protocol == "test_time":
-        e = evals[evals.metric == "error"]
-        if not e.empty:
-            t = e.pivot_table(
-                index="strategy", columns="eval_experience", values="value", aggfunc="mean"
-            )
-            maps.append(
-                _heatmap(
-                    "error % per domain (mean over seeds)", t[_ordered(e.eval_experience)], False
-                )
-            )
-    elif protocol == "continual":
+    if protocol == "continual":
         e = evals[evals.metric == "accuracy"]
         for (strategy, setting), g in e.groupby(["strategy", "setting"], sort=True):
             t = g.pivot_table(
@@ -122,61 +117,33 @@ def breakdowns(evals: pd.DataFrame, protocol: str) -> list[Heatmap]:
             maps.append(
                 _heatmap(f"{strategy} ({setting}): accuracy % after training on row", t, True)
             )
-    elif protocol == "uda":
-        e = evals[evals.metric == "target_error"]
-        if not e.empty:
-            t = e.pivot_table(
-                index="strategy", columns="eval_experience", values="value", aggfunc="mean"
-            )
-            maps.append(
-                _heatmap(
-                    "target error % per target (mean over seeds)",
-                    t[_ordered(e.eval_experience)],
-                    False,
-                )
-            )
+    # test-time and UDA streams: their tables in the papers' layouts (views.py) carry the colours
     return maps
 
 
-def scatter(
-    table: pd.DataFrame, metric: str, x_metric: str = "wall_time_s", size=(680, 320)
-) -> dict:
-    """Points for an SVG scatter of headline metric vs compute (no strings formatted here)."""
-    w, h, pad, right = size[0], size[1], 50, 170  # room on the right for point labels
-    cols = [f"{x_metric}_mean", f"{metric}_mean", "strategy", "setting"]
-    if any(c not in table.columns for c in cols):  # e.g. rows from a tool that records no cost
-        return {}
-    pts = table[cols].dropna()
-    if pts.empty:
-        return {}
-    xs, ys = pts.iloc[:, 0].to_numpy(float), pts.iloc[:, 1].to_numpy(float)
-    log_x = xs.min() > 0 and xs.max() / xs.min() > 20
-
-    def norm(v, lo, hi):
-        return 0.5 if hi <= lo else (v - lo) / (hi - lo)
-
-    xv = np.log10(xs) if log_x else xs
+def tradeoff_plot(table: pd.DataFrame, stream: str, protocol: str) -> str:
+    """The stream's headline vs compute (training FLOPs where counted, log scale when they span
+    decades; wall time otherwise), one point per strategy with its std over seeds, the Pareto
+    front drawn. NEVIS streams plot the NEVIS'22 headline: error after learning vs FLOPs."""
+    metric, direction = headline(protocol)
+    if stream.startswith("nevis") and "avg_error_after_learning_mean" in table:
+        metric, direction = "avg_error_after_learning", "min"
+    x_metric = compute_axis(table)
+    if f"{metric}_mean" not in table or f"{x_metric}_mean" not in table:
+        return ""
+    several = table.setting.nunique() > 1
     points = [
-        {
-            "x": pad + norm(xv[i], xv.min(), xv.max()) * (w - pad - right),
-            "y": h - pad - norm(ys[i], ys.min(), ys.max()) * (h - 2 * pad),
-            "label": f"{pts.strategy.iloc[i]} ({pts.setting.iloc[i]})",
-            "xval": float(xs[i]),
-            "yval": float(ys[i]),
-        }
-        for i in range(len(pts))
+        Point(
+            label=f"{r.strategy} ({r.setting})" if several else str(r.strategy),
+            x=float(getattr(r, f"{x_metric}_mean")),
+            y=float(getattr(r, f"{metric}_mean")),
+            y_err=float(getattr(r, f"{metric}_std", float("nan"))),
+            reference=bool(getattr(r, "oracle", False)),
+        )
+        for r in table.itertuples()
     ]
-    return {
-        "w": w,
-        "h": h,
-        "pad": pad,
-        "right": right,
-        "points": points,
-        "x_label": LABELS.get(x_metric, x_metric) + (" (log)" if log_x else ""),
-        "y_label": LABELS.get(metric, metric),
-        "x_range": (float(xs.min()), float(xs.max())),
-        "y_range": (float(ys.min()), float(ys.max())),
-    }
+    x_label = "training FLOPs" if x_metric == "train_flops" else "wall time per run (s)"
+    return tradeoff_svg(points, x_label, LABELS.get(metric, metric), direction == "max")
 
 
 def compute_axis(table: pd.DataFrame) -> str:
@@ -251,7 +218,8 @@ def build_site(
             labels=LABELS,
             rows=st.to_dict("records"),
             heatmaps=breakdowns(evals, protocol),
-            plot=scatter(st, metric, compute_axis(st)) if metric else {},
+            plot=tradeoff_plot(st, stream, protocol) if metric and len(st) else "",
+            tables=paper_tables(stream, protocol, evals, st),
             runs=provenance.to_dict("records"),
             csv=f"../{csv_name}",
             version=__version__,
@@ -269,8 +237,14 @@ def build_site(
                 "value": None if best is None else best[f"{metric}_mean"],
             }
         )
+    finished = df[(df.row_type == "eval") & df.run_id.isin(set(runs.run_id))]
+    uda = uda_table(finished[finished.protocol == "uda"], table)
     files["index.html"] = env.get_template("index.html").render(
-        streams=index_rows, csv=csv_name, version=__version__, protocols=sorted(HEADLINES)
+        streams=index_rows,
+        csv=csv_name,
+        version=__version__,
+        protocols=sorted(HEADLINES),
+        tables=[uda] if uda else [],
     )
     rows_csv = rows_to_csv(df[list(df.columns)].to_dict("records"), header=True)
     if csv_target.resolve() in protected:
