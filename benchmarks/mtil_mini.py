@@ -15,7 +15,7 @@ from cladapt.manager import load_catalog
 from cladapt.results import read_results
 from cladapt.runner import RunSpec, execute
 
-STRATEGIES = ("zero-shot", "finetune", "lwf", "wise-ft", "zscl")
+STRATEGIES = ("zero-shot", "finetune", "lwf", "lwf-clip", "wise-ft", "zscl")
 METRICS = ("transfer", "avg", "last", "wall_time_s")
 
 

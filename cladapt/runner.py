@@ -38,6 +38,7 @@ from cladapt.models.source import get_source_model
 from cladapt.progress import NullProgress
 from cladapt.protocols import PROTOCOLS, ProtocolResult
 from cladapt.results import Record, append_rows, check_results_path, new_run_id, now_iso
+from cladapt.stream import StreamOptions
 
 DEFAULT_OUT = Path("leaderboard") / "results.csv"
 
@@ -120,8 +121,9 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
 
     reg_names = list(dict.fromkeys([*strategy_entry.factory.regularizers, *spec.regularizers]))
     reg_entries = [regularizer_entry(catalog, name, protocol_cls.name) for name in reg_names]
-    protocol_values, strategy_values, *reg_values = split_values(
+    stream_values, protocol_values, strategy_values, *reg_values = split_values(
         spec.sets,
+        StreamOptions,
         protocol_cls.Config,
         strategy_entry.factory.Config,
         *(e.factory.Config for e in reg_entries),
@@ -129,6 +131,7 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
     generator = seed_everything(spec.seed)
     # only builders that read torchvision datasets take `download`
     extra = {"download": True} if spec.download else {}
+    extra |= _stream_options(stream_entry, stream_values, catalog)
     try:
         stream = stream_entry.factory(data_root=spec.data_root, seed=spec.seed, **extra)
         stream.embedded = bool(stream_entry.extra.get("embedded", False))
@@ -192,6 +195,8 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         )
         if stream.normalization is not None:
             model = Normalized(model, *stream.normalization)
+        elif stream.normalize_for_pretrained and pretrained:
+            model = pretrained_normalization(model)
         return prefer_channels_last(model)
 
     def make_model() -> torch.nn.Module:
@@ -244,7 +249,9 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         "setting": setting,
         "strategy": strategy_entry.name,
         "params_json": json.dumps(
-            run.params_dict() | {f"with_{r.name}": dataclasses.asdict(r.cfg) for r in regularizers},
+            run.params_dict()
+            | {f"with_{r.name}": dataclasses.asdict(r.cfg) for r in regularizers}
+            | ({"stream": stream.facts} if stream.facts else {}),
             sort_keys=True,
             default=str,
         ),
@@ -314,6 +321,31 @@ def _check_pretrained(pretrained: bool | str, model_name: str, catalog: Catalog)
         not Path(pretrained).expanduser().is_file()
     ):
         raise DataError(f"--pretrained {pretrained}: no such weights file")
+
+
+def pretrained_normalization(model: torch.nn.Module) -> torch.nn.Module:
+    """Wrap a timm model with the input mean / std of its pretrained weights (``pretrained_cfg``;
+    e.g. 0.5 / 0.5 for AugReg ViTs, ImageNet's for torchvision ResNets); others as they are."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if "mean" in cfg and "std" in cfg:
+        return Normalized(model, tuple(cfg["mean"]), tuple(cfg["std"]))
+    return model
+
+
+def _stream_options(entry, values: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
+    """The ``--set`` stream options (typed, checked), refused by streams that do not take them."""
+    if not values:
+        return {}
+    accepted = entry.extra.get("options", ())
+    for key in values:
+        if key not in accepted:
+            takers = [s.name for s in catalog.streams if key in s.extra.get("options", ())]
+            raise ConfigError(
+                f"stream {entry.name!r} does not take --set {key}; streams that do: "
+                + (", ".join(takers) or "none")
+            )
+    options = build_config(StreamOptions, values)
+    return {k: getattr(options, k) for k in values}
 
 
 def _stream_defaults(stream, config_cls) -> dict[str, Any]:

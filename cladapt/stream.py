@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from cladapt.config import param
 from cladapt.errors import DataError
 
 
@@ -38,6 +39,23 @@ class Experience:
 
 
 @dataclass
+class StreamOptions:
+    """``--set`` keys that change how a stream is built. Only streams that declare an option
+    accept it (the others fail in one line); a value that is left at its default keeps the
+    stream's own."""
+
+    image_size: int = param(
+        0, "side length the stream resizes images to (0: the stream's own)", ge=0, le=4096
+    )
+    class_order: str = param(
+        "",
+        "class order of a split stream: icarl (numpy seed-1993 permutation, as iCaRL and most "
+        "split-CIFAR papers), seeded (torch permutation of the stream's class_order_seed), "
+        "sorted ('': the stream's own)",
+    )
+
+
+@dataclass
 class Stream:
     name: str
     protocol: str
@@ -55,10 +73,16 @@ class Stream:
     )  # e.g. which tasks were skipped, shown by the CLI
     # (mean, std) the model normalises its [0, 1] input with (pretrained ImageNet models)
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # images in [0, 1] with no normalisation of their own: a model loaded with pretrained
+    # weights gets the mean / std it was trained with (timm's pretrained_cfg)
+    normalize_for_pretrained: bool = False
     # per class, its text prompts (class name in each template; the first is the training
     # prompt): CLIP-style models build their classifier from them, and the continual protocol
     # then reports MTIL's Transfer / Avg / Last (zero-shot ability before each task is learned)
     prompts: list[list[str]] | None = None
+    # facts about how this stream was built that a result depends on (e.g. the class order of a
+    # split stream, the image size): recorded in every row's params_json under "stream"
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:

@@ -60,7 +60,10 @@ def typed_sets(catalog, stream: str, strategy: str, sets: dict[str, Any]) -> dic
         regularizer_entry(catalog, name, protocol_cls.name)
         for name in strategy_entry.factory.regularizers
     ]
+    from cladapt.stream import StreamOptions
+
     classes = [
+        StreamOptions,
         protocol_cls.Config,
         strategy_entry.factory.Config,
         *(r.factory.Config for r in regs),

@@ -1,5 +1,6 @@
 """Continual learning of CLIP-style models (a stream with prompts, a model with a text head):
-``zero-shot``, ``wise-ft`` and ``zscl``. ``finetune`` and ``lwf`` are the harness's general ones;
+``zero-shot``, ``wise-ft``, ``zscl`` and ``lwf-clip`` (LwF as ZSCL's Table 1 runs it).
+``finetune`` and ``lwf`` are the harness's general ones;
 on MTIL streams the stream's recipe (AdamW, cosine schedule, label smoothing, 1000 iterations per
 task, per-task rates) makes them ZSCL's Continual-FT baseline.
 
@@ -240,6 +241,63 @@ class ZSCL(Finetune):
             self.we_model = None
 
 
+@dataclass
+class LwFCLIPConfig(FinetuneConfig):
+    zscl_temperature: float = param(2.0, "distillation temperature T", gt=0)
+    image_loss: float = param(1.0, "weight of the distillation along the prompts (0: off)", ge=0)
+    text_loss: float = param(1.0, "weight of the distillation along the images (0: off)", ge=0)
+    l2: float = param(0.0, "weight of sum ||theta - theta_task_start||^2 (lwf.sh: none)", ge=0)
+    ref_batch_size: int = param(0, "distilled images per step (0: the training batch size)", ge=0)
+
+
+class LwFCLIP(ZSCL):
+    """LwF as ZSCL's Table 1 compares it (the official ``mtil/scripts/lwf.sh``): ZSCL's two
+    distillation losses, but the teacher is the model at the start of the task (the previous
+    task's checkpoint, ``--ref-model``; the pre-trained model for the first task), the images are
+    the current task's training images (``--ref-dataset`` = the training dataset, batches of 64
+    in a shuffled stream of their own) and the sentences are the current task's class prompts in
+    its first (training) template; no weight ensemble and no L2 penalty.
+
+    Deviation, stated: the distilled images go through the task's training transform
+    (RandomResizedCrop with scale >= 0.9); lwf.sh loads them with its test preprocessing (centre
+    crop). Li & Hoiem's LwF on the logits of earlier classes stays ``lwf``.
+    """
+
+    name = "lwf-clip"
+    Config = LwFCLIPConfig
+
+    @hookimpl
+    def cladapt_setup(self, run: Run) -> None:
+        require_clip(run, self.name)
+        Finetune.cladapt_setup(self, run)
+        self.ref_gen = torch.Generator().manual_seed(run.seed)
+        self.we_model = None
+
+    @hookimpl
+    def cladapt_before_experience(self, run: Run, experience: Experience) -> None:
+        Finetune.cladapt_before_experience(self, run)
+        trainable = [p for p in run.model.parameters() if p.requires_grad]
+        self.task_start = [p.detach().clone() for p in trainable]
+        self.teacher = frozen_copy(run.model).eval()
+        self.ref_images = experience.train
+        self.ref_order = torch.empty(0, dtype=torch.long)
+        prompts = run.stream.prompts
+        if prompts is None or experience.classes is None:
+            raise ConfigError(f"{self.name} needs a stream with class prompts (an MTIL stream)")
+        texts = [prompts[c][0] for c in experience.classes]
+        with torch.no_grad():
+            self.ref_text = self.teacher.encode_texts(texts).float()
+        self.we_model = None
+
+    @hookimpl
+    def cladapt_after_step(self, run: Run) -> None:
+        Finetune.cladapt_after_step(self, run)
+
+    @hookimpl
+    def cladapt_after_experience(self, run: Run, experience: Experience) -> None:
+        self.teacher = None  # the next task's teacher is the model as it is then
+
+
 def distillation(teacher: torch.Tensor, student: torch.Tensor, T: float) -> torch.Tensor:
     """Soft cross-entropy at temperature T, scaled by T^2 (ZSCL's ``distillation``)."""
     soft = F.softmax(teacher.float() / T, dim=1)
@@ -340,5 +398,5 @@ def reference_images(root: Path, size: int) -> Dataset:
 
 @hookimpl
 def cladapt_register_strategies(registry: StrategyRegistry) -> None:
-    for cls in (ZeroShot, WiSEFT, ZSCL):
+    for cls in (ZeroShot, WiSEFT, ZSCL, LwFCLIP):
         registry.add(cls)

@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 
 from cladapt.data.digits import CLASS_NAMES, digits_split, subset_classes
 from cladapt.data.shifts import apply_shift
-from cladapt.errors import DataError
+from cladapt.errors import ConfigError, DataError
 from cladapt.hookspecs import hookimpl
 from cladapt.registry import StreamRegistry
 from cladapt.stream import Experience, Stream
@@ -290,11 +290,16 @@ def build_nevis(
     return Stream(experiences=exps, notes=notes, **common)
 
 
-def _scenario_dataset(d: dict[str, Any], data_root: str | None, download: bool):
-    """(train, test, class names, image size) of a scenario's ``dataset`` spec."""
+def _scenario_dataset(
+    d: dict[str, Any], data_root: str | None, download: bool, image_size: int = 0
+):
+    """(train, test, class names, image size) of a scenario's ``dataset`` spec; ``image_size``
+    (``--set image_size=``) overrides the stream's."""
     from cladapt.data.scenarios import open_dataset
 
-    size = int(d.get("image_size", 32))
+    size = int(image_size or d.get("image_size", 32))
+    if image_size and "embedded" in d["dataset"]:
+        raise ConfigError(f"{d['dataset']}: embedded images have a fixed size; drop image_size")
     root = Path(data_root).expanduser() if data_root else None
     return (*open_dataset(d["dataset"], root, size, download), size)
 
@@ -305,13 +310,15 @@ def build_split_classes(
     data_root: str | None = None,
     seed: int = 0,
     download: bool = False,
+    image_size: int = 0,
+    class_order: str = "",
 ) -> Stream:
-    from cladapt.data.scenarios import split_by_classes
+    from cladapt.data import scenarios
 
-    train, test, names, size = _scenario_dataset(d, data_root, download)
-    tasks, order = split_by_classes(
-        train, test, len(names), int(d["tasks"]), int(d.get("class_order_seed", 0))
-    )
+    train, test, names, size = _scenario_dataset(d, data_root, download, image_size)
+    kind = class_order or d.get("class_order", "seeded")
+    order = scenarios.class_order(len(names), kind, int(d.get("class_order_seed", 0)))
+    tasks = scenarios.split_by_classes(train, test, int(d["tasks"]), order)
     exps = [
         Experience(name=f"task{t}", kind="task", train=tr, test=te, classes=ids)
         for t, (tr, te, ids) in enumerate(tasks)
@@ -319,6 +326,8 @@ def build_split_classes(
     common = _common(name, d) | {
         "class_names": [names[i] for i in order],
         "input_shape": (3, size, size),
+        "facts": {"class_order": kind, "classes": order.tolist(), "image_size": size},
+        "normalize_for_pretrained": True,
     }
     return Stream(experiences=exps, **common)
 
@@ -329,10 +338,11 @@ def build_rotated_domains(
     data_root: str | None = None,
     seed: int = 0,
     download: bool = False,
+    image_size: int = 0,
 ) -> Stream:
     from cladapt.data.scenarios import rotated
 
-    train, test, names, size = _scenario_dataset(d, data_root, download)
+    train, test, names, size = _scenario_dataset(d, data_root, download, image_size)
     exps = [
         Experience(
             name=f"rot{a}",
@@ -343,7 +353,12 @@ def build_rotated_domains(
         )
         for a in d["angles"]
     ]
-    common = _common(name, d) | {"class_names": names, "input_shape": (3, size, size)}
+    common = _common(name, d) | {
+        "class_names": names,
+        "input_shape": (3, size, size),
+        "facts": {"image_size": size},
+        "normalize_for_pretrained": True,
+    }
     return Stream(experiences=exps, **common)
 
 
@@ -525,6 +540,13 @@ def _expand(name: str, d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# `--set` stream options (cladapt.stream.StreamOptions) each kind of stream takes
+STREAM_OPTIONS = {
+    "split-classes": ("image_size", "class_order"),
+    "rotated-domains": ("image_size",),
+}
+
+
 def definitions() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for entry in sorted(resources.files(__package__).iterdir(), key=lambda p: p.name):
@@ -556,4 +578,5 @@ def cladapt_register_streams(registry: StreamRegistry) -> None:
                 quick=d.get("quick", True),
                 prompted=d["kind"] in ("mtil", "mtil-mini"),
                 strategies=tuple(d.get("bench_strategies", ())),
+                options=STREAM_OPTIONS.get(d["kind"], ()),
             )

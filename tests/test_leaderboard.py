@@ -159,3 +159,33 @@ def test_integer_metrics_render_without_decimals(tmp_path):
     build_site(load([tmp_path / "r.csv"]), tmp_path / "site")
     page = (tmp_path / "site" / "streams" / f"{slug('s1')}.html").read_text()
     assert ">94,762<" in page and "94,762.00" not in page and ">10.00<" in page
+
+
+def test_bench_hands_out_the_longest_runs_first_and_shows_one_bar_per_worker():
+    from rich.console import Console
+
+    from cladapt.bench import BenchDisplay, EventProgress, Job, order_jobs
+
+    jobs = [Job("digits", "finetune", 0), Job("digits-c", "cotta", 0), Job("x", "new", 0)]
+    measured = {("digits", "finetune"): 8.0}
+    ordered = order_jobs(jobs, measured, {jobs[2]: "test_time"})
+    # cotta: no measurement, its hint (~5 min) first; then the measured 8 s vs a 10 s hint
+    assert [j.strategy for j in ordered] == ["cotta", "new", "finetune"]
+    assert [j.strategy for j in order_jobs(jobs, {("x", "new"): 1e4})][0] == "new"
+
+    display = BenchDisplay(Console(file=None, width=100, quiet=True), total=3, workers=2)
+    progress = EventProgress(display.handle, 1)
+    display.handle("start", 1, jobs[1])
+    outer = progress.track(range(3), total=3, description="domain fog")
+    next(outer)
+    inner = progress.track(range(2), total=2, description="source model")
+    next(inner)
+    tasks = {t.id: t for t in display.progress.tasks}
+    bar = tasks[display.bars[1]]
+    assert bar.visible and bar.description.endswith("source model") and bar.total == 2
+    list(inner)  # the inner phase ends: the worker's one bar shows the outer phase again
+    assert tasks[display.bars[1]].description.endswith("domain fog")
+    assert len(display.progress.tasks) == 3  # overall + one per worker, however many phases
+    display.handle("done", 1)
+    assert not tasks[display.bars[1]].visible
+    assert tasks[display.overall].completed == 1

@@ -344,3 +344,40 @@ def test_zscl_reads_conceptual_captions_as_zscl_does(tmp_path):
     bad.write_text("url\tcaption\nx\ty\n", encoding="utf-8")
     with pytest.raises(DataError, match="no 'title' column"):
         conceptual_captions(bad)
+
+
+def test_lwf_clip_distils_from_the_previous_task_on_the_current_tasks_data(catalog, tmp_path):
+    """ZSCL's lwf.sh: teacher = the model at the start of each task (not the zero-shot model),
+    images = the current task's training images, sentences = its class prompts (the training
+    template); no weight ensemble."""
+    from cladapt.hookspecs import hookimpl
+
+    seen = []
+
+    class Watch:
+        @hookimpl(trylast=True)  # after the strategy has set up the task's teacher
+        def cladapt_before_experience(self, run, experience):
+            strategy = run.strategy
+            teacher_w = next(strategy.teacher.parameters()).detach().clone()
+            model_w = next(run.model.parameters()).detach().clone()
+            prompts = [run.stream.prompts[c][0] for c in experience.classes]
+            seen.append((teacher_w, model_w, strategy.ref_images is experience.train, prompts))
+            assert strategy.ref_text.shape[0] == len(experience.classes)
+
+    spec = RunSpec(
+        stream="mtil-mini",
+        strategy="lwf-clip",
+        sets={"iterations": 3},
+        out=tmp_path / "r.csv",
+        run_plugins=(Watch(),),
+    )
+    outcome = execute(spec, catalog)
+    assert len(seen) == len(outcome.run.stream.experiences)
+    first_teacher = seen[0][0]
+    for teacher_w, model_w, uses_task_images, _ in seen:
+        assert torch.equal(teacher_w, model_w) and uses_task_images
+    # from the second task on the teacher is the trained model, not the zero-shot one
+    assert not torch.equal(seen[1][0], first_teacher)
+    assert outcome.run.strategy.we_model is None
+    assert seen[0][3] != seen[1][3]  # each task distils over its own class prompts
+    assert 0 < outcome.summary["last"] <= 100

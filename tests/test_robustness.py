@@ -178,3 +178,37 @@ def test_user_checkpoint_is_the_source_model(tmp_path, out, catalog):
         outcome.summary["mean_error"] > 60
     )  # untrained: near chance, unlike the cached source model
     assert read_results(out).model.iloc[0] == "small-cnn@source.pt"
+
+
+def test_sigint_to_a_parallel_bench_stops_every_worker_with_its_rows(tmp_path):
+    """Ctrl-C (here: to the bench process only, as SIGTERM would be) reaches both worker
+    processes; each writes an ``interrupted`` error row under the rows it already computed."""
+    out = tmp_path / "r.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cladapt.cli", "bench", "--stream", "digits-shift"]
+        + ["--only", "cotta", "--only", "vida", "--seeds", "1", "--workers", "2"]
+        + ["--out", str(out), "--site", str(tmp_path / "site")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+    def runs_with_rows() -> int:
+        return read_results(out).run_id.nunique() if out.exists() else 0
+
+    deadline = time.time() + 300
+    while time.time() < deadline and runs_with_rows() < 2:
+        time.sleep(0.2)
+    assert runs_with_rows() == 2, "both workers should have written domain rows by now"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    df = read_results(out)
+    errors = df[df.row_type == "error"]
+    assert set(errors.strategy) == {"cotta", "vida"}
+    assert errors.note.str.startswith("interrupted").all()
+    assert (df[df.row_type == "eval"].metric == "error").sum() >= 2
+    assert out.read_text().endswith("\n")

@@ -17,7 +17,9 @@ def test_split_mnist_has_seeded_class_order_and_contiguous_labels(catalog, tmp_p
     stream = catalog.streams.get("split-mnist").factory(data_root=str(tmp_path))
     assert len(stream.experiences) == 5 and stream.input_shape == (3, 32, 32)
     order = [int(n.split()[0]) for n in stream.class_names]  # torchvision names: "7 - seven"
-    assert sorted(order) == list(range(10)) and order != list(range(10))  # shuffled, seeded
+    # iCaRL's order: numpy's seed-1993 permutation (computed here independently of the code)
+    assert order == np.random.RandomState(1993).permutation(10).tolist()
+    assert stream.facts["classes"] == order and stream.facts["class_order"] == "icarl"
     again = catalog.streams.get("split-mnist").factory(data_root=str(tmp_path), seed=7)
     assert again.class_names == stream.class_names  # the order does not depend on the run seed
     for t, e in enumerate(stream.experiences):
@@ -97,3 +99,78 @@ def test_pretrained_weights_offline_name_the_way_out(catalog, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError, match="not available offline.*--checkpoint"):
         create_model(catalog.models, "resnet18", 10, (3, 32, 32), pretrained=True)
+
+
+def test_split_cifar100_in_icarls_order_at_a_chosen_image_size(catalog, tmp_path, out):
+    """The simple-baseline setting through the CLI's --set: iCaRL's class order (the published
+    seed-1993 order: 68, 56, 78, 8, 23, ...) with torchvision's real CIFAR-100 names, images
+    resized for a ViT, and the order recorded in params_json."""
+    import json
+
+    from mtil_fakes import RAW_NAMES, cifar100
+
+    from cladapt.results import read_results
+
+    cifar100(tmp_path)
+    stream = catalog.streams.get("split-cifar100").factory(data_root=str(tmp_path))
+    assert stream.facts["classes"][:5] == [68, 56, 78, 8, 23]
+    names = RAW_NAMES["CIFAR100"]
+    assert stream.class_names[:3] == [names[68], names[56], names[78]]  # e.g. 'road', 'pine_tree'
+    spec = RunSpec(
+        "split-cifar100",
+        "nmc",
+        {"image_size": "64"},
+        out=out,
+        device="cpu",
+        model="tiny-vit",
+        data_root=str(tmp_path),
+    )
+    outcome = execute(spec, catalog)
+    assert outcome.run.stream.input_shape == (3, 64, 64)
+    params = json.loads(read_results(out).params_json.iloc[-1])
+    assert params["stream"]["image_size"] == 64 and params["stream"]["classes"][0] == 68
+    sorted_order = execute(
+        RunSpec(
+            "split-cifar100",
+            "nmc",
+            {"class_order": "sorted"},
+            out=out,
+            device="cpu",
+            data_root=str(tmp_path),
+        ),
+        catalog,
+    )
+    assert sorted_order.run.stream.facts["classes"] == list(range(100))
+
+
+def test_stream_options_are_refused_where_they_do_not_apply(catalog, out, tmp_path):
+    with pytest.raises(ConfigError, match="does not take --set image_size.*split-cifar100"):
+        execute(RunSpec("digits", "finetune", {"image_size": "64"}, out=out), catalog)
+    from mtil_fakes import cifar100
+
+    cifar100(tmp_path)
+    with pytest.raises(ConfigError, match="class_order 'random'"):
+        execute(
+            RunSpec("split-cifar100", "nmc", {"class_order": "random"}, data_root=str(tmp_path)),
+            catalog,
+        )
+
+
+def test_pretrained_timm_models_get_their_own_input_normalisation():
+    """Split streams give images in [0, 1]; a model with pretrained weights must see them
+    normalised as it was trained (AugReg ViTs: mean = std = 0.5; ResNets: ImageNet's)."""
+    import timm
+
+    from cladapt.models.factory import Normalized
+    from cladapt.runner import pretrained_normalization
+
+    vit = timm.create_model("vit_tiny_patch16_224.augreg_in21k", pretrained=False, img_size=64)
+    wrapped = pretrained_normalization(vit)
+    assert isinstance(wrapped, Normalized)
+    assert wrapped.mean.flatten().tolist() == pytest.approx(list(vit.pretrained_cfg["mean"]))
+    assert wrapped.std.flatten().tolist() == pytest.approx([0.5, 0.5, 0.5])
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(wrapped(x), vit((x - 0.5) / 0.5))
+    plain = torch.nn.Linear(2, 2)
+    assert pretrained_normalization(plain) is plain

@@ -257,6 +257,32 @@ def test_vida_adapters_start_at_source_and_scales_follow_uncertainty(catalog):
     assert teacher_adapted[0].scale_high == a.scale_high
 
 
+def test_vida_adapters_receive_gradients_and_change_the_student(catalog):
+    """ViDA scoring like bn-adapt on the short embedded streams is the slow EMA teacher
+    (benchmarks/vida_vs_bn.py), not dead adapters: after one step the up-projections have
+    non-zero gradients and weights, and the student's output has moved."""
+    from cladapt.plugins.vida import _Adapted
+
+    torch.manual_seed(0)
+    model = _model_with_source_stats()
+    run = _fake_run(model)
+    vida = _strategy(catalog, "vida", augmentations=2, restore_prob=0.0, adapter_lr=1e-2)
+    vida.cladapt_setup(run=run)
+    x = torch.rand(16, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x).clone()
+    vida.cladapt_adapt(run=run, batch=Batch(x=x))
+    adapted = [m for m in model.modules() if isinstance(m, _Adapted)]
+    grads = [m.vida_up_high.weight.grad for m in adapted] + [
+        m.vida_up_low.weight.grad for m in adapted
+    ]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert any(m.vida_up_high.weight.abs().sum() > 0 for m in adapted)  # no longer zero
+    with torch.no_grad():
+        after = model(x)
+    assert not torch.allclose(before, after, atol=1e-6)
+
+
 def test_vida_on_a_vit_adapts_attention_linears(catalog):
     from cladapt.plugins.models import tiny_vit
     from cladapt.plugins.vida import inject_adapters

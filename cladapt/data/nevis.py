@@ -43,10 +43,10 @@ class OffsetTargets(Dataset):
 def _torchvision(
     root: Path, task: dict[str, Any], train: bool, size: int, download: bool
 ) -> Dataset:
-    import torchvision.datasets as tvd
+    from cladapt.data.mtil import torchvision_class
 
     name = task["torchvision"]
-    cls = getattr(tvd, name)
+    cls = torchvision_class(name)
     kwargs: dict[str, Any] = {
         "transform": task_transform(size),
         "download": download,

@@ -7,11 +7,12 @@ import functools
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from cladapt.errors import DataError
+from cladapt.errors import ConfigError, DataError
 
 
 def open_dataset(
@@ -69,14 +70,33 @@ class RemapTargets(Dataset):
         return x, int(self.mapping[int(y)])
 
 
+CLASS_ORDERS = ("icarl", "seeded", "sorted")
+
+
+def class_order(num_classes: int, kind: str, seed: int) -> torch.Tensor:
+    """The class order of a split stream (new id -> original id).
+
+    ``icarl``: ``numpy.random.seed(1993); numpy.random.permutation(n)`` as iCaRL (Rebuffi et al.
+    2017) and the codes that follow it (PyCIL, the simple-baseline paper's) order CIFAR-100: the
+    order most published split-CIFAR numbers use. ``seeded``: a torch permutation of ``seed``.
+    ``sorted``: the dataset's own label order."""
+    if kind == "icarl":
+        return torch.from_numpy(np.random.RandomState(1993).permutation(num_classes))
+    if kind == "seeded":
+        return torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed))
+    if kind == "sorted":
+        return torch.arange(num_classes)
+    raise ConfigError(f"class_order {kind!r}: expected one of {', '.join(CLASS_ORDERS)}")
+
+
 def split_by_classes(
-    train: Dataset, test: Dataset, num_classes: int, tasks: int, order_seed: int
-) -> tuple[list[tuple[Dataset, Dataset, list[int]]], torch.Tensor]:
-    """Tasks of equal class groups in a seeded class order; labels renumbered to the new order.
-    Returns [(train, test, new class ids)] per task and the order (new id -> original id)."""
+    train: Dataset, test: Dataset, tasks: int, order: torch.Tensor
+) -> list[tuple[Dataset, Dataset, list[int]]]:
+    """Tasks of equal class groups in ``order`` (new id -> original id); labels renumbered to
+    the new order. Returns [(train, test, new class ids)] per task."""
+    num_classes = len(order)
     if num_classes % tasks:
         raise DataError(f"{num_classes} classes do not split into {tasks} equal tasks")
-    order = torch.randperm(num_classes, generator=torch.Generator().manual_seed(order_seed))
     new_id = torch.empty(num_classes, dtype=torch.long)
     new_id[order] = torch.arange(num_classes)
     k = num_classes // tasks
@@ -92,7 +112,7 @@ def split_by_classes(
             else:
                 parts.append(RemapTargets(Subset(ds, keep.nonzero().squeeze(1).tolist()), new_id))
         out.append((parts[0], parts[1], ids))
-    return out, order
+    return out
 
 
 class Rotated(Dataset):
