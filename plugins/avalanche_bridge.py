@@ -124,6 +124,9 @@ class AvalancheStrategy(Strategy):
             as_classification(_Targets(e.train), task_labels=0) for e in run.stream.experiences
         ]
         self.benchmark = benchmark_from_datasets(train=train, test=train)
+        # Avalanche's plugins flatten gradients with .view(-1) (A-GEM, GEM), which needs the
+        # default memory format; the harness runs CNNs channels-last
+        run.model.to(memory_format=torch.contiguous_format)
         run.model.requires_grad_(True)
         run.optimizer = torch.optim.SGD(run.model.parameters(), lr=c.lr, momentum=c.momentum)
         kwargs: dict[str, Any] = {a: getattr(c, a) for a in self.extra_args}
