@@ -558,6 +558,27 @@ def _names(value: str) -> list[str]:
     show_default=True,
     help="auto: Ray if installed (pip install 'cladapt[ray]'), else in-process",
 )
+@click.option(
+    "--cpus-per-run",
+    type=click.FloatRange(0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="CPUs each Ray task reserves (on a cluster also its torch threads)",
+)
+@click.option(
+    "--gpus-per-run",
+    type=click.FloatRange(0),
+    default=None,
+    help="GPUs each Ray task reserves, fractions allowed (default: 1 when the cluster has GPUs, "
+    "else 0); a run given a GPU uses --device cuda",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0),
+    default=3,
+    show_default=True,
+    help="re-executions of a run whose worker or node died (a run's own error is not retried)",
+)
 @plugin_option
 def sweep(
     streams,
@@ -572,6 +593,9 @@ def sweep(
     address,
     workers,
     backend,
+    cpus_per_run,
+    gpus_per_run,
+    retries,
     plugins,
 ):
     """Run a grid of runs (streams x strategies x seeds) on Ray; finished runs are skipped."""
@@ -579,7 +603,7 @@ def sweep(
 
     from cladapt.results import check_results_path
     from cladapt.runner import RunSpec
-    from cladapt.sweep import label, plan, ray_available
+    from cladapt.sweep import Resources, label, plan, ray_available
     from cladapt.sweep import sweep as run_sweep
 
     catalog = _catalog(plugins)
@@ -633,6 +657,11 @@ def sweep(
         task = progress.add_task("sweep", total=len(jobs))
 
         def on_event(event, job, message):
+            if event == "retry":
+                err_console.print(
+                    f"{label(job)}: its worker was lost; retried as {message}", highlight=False
+                )
+                return
             if event == "start":
                 counts["running"] += 1
             else:
@@ -647,7 +676,8 @@ def sweep(
                 f"running {counts['running']}",
             )
 
-        used = run_sweep(jobs, on_event, backend, address, workers)
+        resources = Resources(cpus=cpus_per_run, gpus=gpus_per_run, retries=retries)
+        used = run_sweep(jobs, on_event, backend, address, workers, resources)
     console.print(
         plain(
             f"{len(jobs)} runs ({used}), {counts['done']} done, {counts['failed']} failed, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,17 @@ class RunOutcome:
     summary: dict[str, float]
 
 
-class ResultWriter:
-    """Observer plugin: turns records into rows and appends them to the CSV at once."""
+RowSink = Callable[[list[dict[str, Any]]], None]
 
-    def __init__(self, path: Path | None, facts: dict[str, Any]) -> None:
-        self.path, self.facts = path, facts
+
+class ResultWriter:
+    """Observer plugin: turns records into rows and appends them to the CSV at once, or hands them
+    to ``sink`` (a sweep's worker sends them to the driver, which owns the CSV)."""
+
+    def __init__(
+        self, path: Path | None, facts: dict[str, Any], sink: RowSink | None = None
+    ) -> None:
+        self.path, self.facts, self.sink = path, facts, sink
         self.records: list[Record] = []
 
     @hookimpl
@@ -84,8 +91,11 @@ class ResultWriter:
 
     def write(self, records: list[Record]) -> None:
         self.records.extend(records)
-        if self.path is not None:
-            append_rows(self.path, [{**self.facts, **vars(r)} for r in records])
+        rows = [{**self.facts, **vars(r)} for r in records]
+        if self.sink is not None:
+            self.sink(rows)
+        elif self.path is not None:
+            append_rows(self.path, rows)
 
 
 def _resolve(spec: RunSpec, catalog: Catalog):
@@ -108,12 +118,21 @@ def regularizer_entry(catalog: Catalog, name: str, protocol: str):
     return entry
 
 
-def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> RunOutcome:
+def execute(
+    spec: RunSpec,
+    catalog: Catalog | None = None,
+    progress=None,
+    *,
+    run_id: str | None = None,
+    sink: RowSink | None = None,
+) -> RunOutcome:
     """Run one (stream, strategy, seed). Every completed evaluation is in the CSV as soon as it is
-    computed; a failure or Ctrl-C appends an ``error`` row and re-raises."""
+    computed; a failure or Ctrl-C appends an ``error`` row and re-raises. With ``sink`` the rows go
+    to it instead of ``spec.out`` (which is then not touched); ``run_id`` defaults to a new one."""
     catalog = catalog or load_catalog(spec.plugins)
     progress = progress or NullProgress()
-    if spec.out is not None:  # fail now, not after the run: a foreign file, a read-only folder
+    # fail now, not after the run: a foreign file, a read-only folder
+    if spec.out is not None and sink is None:
         check_results_path(spec.out)
     if not 0 <= int(spec.seed) < 2**32:
         raise ConfigError(f"--seed {spec.seed}: expected an integer in 0 .. 2^32-1")
@@ -222,7 +241,7 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         excluded_s[0] += time.perf_counter() - tic
         return model
 
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     run = Run(
         run_id=run_id,
         stream=stream,
@@ -259,7 +278,7 @@ def execute(spec: RunSpec, catalog: Catalog | None = None, progress=None) -> Run
         "seed": spec.seed,
         "device": str(device),
     }
-    writer = ResultWriter(spec.out, facts)
+    writer = ResultWriter(spec.out, facts, sink)
     pm = run_manager(DefaultBehaviour(), writer, *spec.run_plugins, *regularizers, strategy)
     run.hook = pm.hook
 

@@ -1,15 +1,19 @@
 """Grids of runs (streams x strategies x seeds), on Ray when it is installed, else in-process.
 
-Each run is one Ray task that calls :func:`cladapt.runner.execute` in a worker process; all
-workers append to the same results CSV through the locked append of :mod:`cladapt.results`, so
-rows are never torn or lost. A run whose key (stream, strategy, the swept ``--set`` values, model,
-setting, seed) already has a finished summary in the CSV is skipped, so a sweep can be re-run
-after a crash and only does what is missing. A failed run records an error row (``execute`` does
-that) and the sweep goes on.
+Each run is one Ray task that calls :func:`cladapt.runner.execute` in a worker process, possibly
+on another machine. The driver alone writes the results CSV: a worker sends each batch of rows
+through a relay actor on the driver's node, and the driver appends them with the locked append
+of :mod:`cladapt.results` as they arrive, so a run killed mid-way keeps its completed evaluations
+and a worker never needs the CSV path. A task whose worker dies is re-executed by Ray under a new
+run id; the driver closes the lost attempt with an ``incomplete`` error row. A run whose key
+(stream, strategy, the swept ``--set`` values, model, setting, seed) already has a finished
+summary in the CSV is skipped, so a sweep can be re-run after a crash and only does what is
+missing. A failed run records an error row and the sweep goes on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import typing
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cladapt.errors import ConfigError, UnknownNameError
+from cladapt.results import Record, append_rows, new_run_id, now_iso
 from cladapt.runner import RunSpec
 
 
@@ -156,22 +161,87 @@ def label(job: SweepJob) -> str:
     return f"{job.spec.strategy} on {job.spec.stream}, seed {job.spec.seed}"
 
 
-def run_job(spec: RunSpec, threads: int | None = None) -> tuple[bool, str]:
-    """Execute one run (in whatever process calls it); (ok, message)."""
+class LocalChannel:
+    """Where a run's rows go when the run executes in the process that owns the CSV."""
+
+    def __init__(self, out: Path | None) -> None:
+        self.out = out
+
+    def started(self, key: str, run_id: str) -> None:
+        pass
+
+    def rows(self, key: str, run_id: str, rows: list[dict[str, Any]]) -> None:
+        if self.out is not None:
+            append_rows(self.out, rows)
+
+
+def planned_facts(spec: RunSpec, run_id: str) -> dict[str, Any]:
+    """The facts of a run known before it builds anything: for error rows written on its behalf
+    (a failure before the run's own writer exists, a lost worker, Ctrl-C on the driver)."""
+    from cladapt import __version__
+    from cladapt.manager import load_catalog
+    from cladapt.runner import _resolve
+
+    try:
+        protocol = _resolve(spec, load_catalog(spec.plugins))[2].name
+    except Exception:  # noqa: BLE001 - an unknown name is the run's error, reported elsewhere
+        protocol = ""
+    return {
+        "run_id": run_id,
+        "started_at": now_iso(),
+        "cladapt_version": __version__,
+        "stream": spec.stream,
+        "protocol": protocol,
+        "setting": spec.setting or "",
+        "strategy": spec.strategy,
+        "params_json": json.dumps(spec.sets, sort_keys=True, default=str),
+        "model": spec.model or "",
+        "seed": spec.seed,
+        "device": spec.device,
+    }
+
+
+def error_row(facts: dict[str, Any], note: str) -> dict[str, Any]:
+    return {**facts, **vars(Record("run_failed", float("nan"), row_type="error", note=note[:500]))}
+
+
+def run_job(
+    spec: RunSpec, key: str = "", channel=None, threads: int | None = None
+) -> tuple[bool, str]:
+    """Execute one run in whatever process calls it, its rows sent through ``channel`` (default:
+    appended to ``spec.out``); (ok, message). Every attempt has its own run id, announced before
+    anything else, so the driver can tell a retried run from the rows of a lost attempt."""
+    import socket
+
     import torch
 
-    from cladapt.errors import CladaptError
+    from cladapt.errors import CladaptError, DataError
     from cladapt.manager import load_catalog
     from cladapt.runner import execute
+
+    channel = channel or LocalChannel(spec.out)
+    run_id = new_run_id()
+    channel.started(key, run_id)
+    sent = [0]
+
+    def sink(rows: list[dict[str, Any]]) -> None:
+        sent[0] += len(rows)
+        channel.rows(key, run_id, rows)
 
     if threads:
         torch.set_num_threads(threads)
     try:
-        outcome = execute(spec, load_catalog(spec.plugins))
-    except CladaptError as exc:
-        return False, str(exc)
+        if spec.data_root and not Path(spec.data_root).expanduser().is_dir():
+            raise DataError(
+                f"--data-root {spec.data_root} does not exist on node {socket.gethostname()}: "
+                "put the data at the same path on every worker node (or on a shared store)"
+            )
+        outcome = execute(spec, load_catalog(spec.plugins), run_id=run_id, sink=sink)
     except Exception as exc:  # noqa: BLE001 - a sweep records the failure and goes on
-        return False, f"{type(exc).__name__}: {exc}"
+        msg = str(exc) if isinstance(exc, CladaptError) else f"{type(exc).__name__}: {exc}"
+        if not sent[0]:  # it failed before its own writer existed: the error row is ours to write
+            sink([error_row(planned_facts(spec, run_id), msg)])
+        return False, msg
     headline = next(iter(outcome.result.headline.items()), ("", float("nan")))
     return True, f"{headline[0]}={headline[1]:.4g}"
 
@@ -182,14 +252,104 @@ Callback = Callable[[str, SweepJob, str], None]  # (event, job, message)
 def run_sequential(jobs: list[SweepJob], on_event: Callback) -> None:
     for job in jobs:
         on_event("start", job, "")
-        ok, msg = run_job(job.spec)
+        ok, msg = run_job(job.spec, job.key)
         on_event("done" if ok else "failed", job, msg)
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What each Ray task reserves. ``gpus=None``: one GPU per run when the cluster has GPUs.
+    ``retries``: re-executions after a *system* failure (the worker process or its node died);
+    a run's own error is recorded and never retried."""
+
+    cpus: float = 1.0
+    gpus: float | None = None
+    retries: int = 3
+
+
+class _Relay:
+    """A Ray actor on the driver's node that holds rows in transit: a worker's ``put`` returns
+    once the rows are here, the driver ``drain``s them a few times a second into the CSV."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple] = []
+
+    def put(self, item: tuple) -> None:
+        self.items.append(item)
+
+    def drain(self) -> list[tuple]:
+        items, self.items = self.items, []
+        return items
+
+
+class RelayChannel:
+    """A worker's end of the relay (pickled into each task)."""
+
+    def __init__(self, relay) -> None:
+        self.relay = relay
+
+    def started(self, key: str, run_id: str) -> None:
+        import ray
+
+        ray.get(self.relay.put.remote(("started", key, run_id, [])))
+
+    def rows(self, key: str, run_id: str, rows: list[dict[str, Any]]) -> None:
+        import ray
+
+        ray.get(self.relay.put.remote(("rows", key, run_id, rows)))
+
+
+class Ledger:
+    """The driver's account of every attempt: it writes the rows it is sent to the one CSV, and
+    closes with an error row each attempt that will never finish (a lost worker, Ctrl-C), so an
+    unfinished run is never mistaken for a finished one and no finished run is written twice."""
+
+    def __init__(self, out: Path, specs: dict[str, RunSpec]) -> None:
+        self.out, self.specs = out, specs
+        self.attempts: dict[str, list[str]] = {}
+        self.facts: dict[str, dict[str, Any]] = {}
+        self.closed: set[str] = set()
+
+    def receive(self, kind: str, key: str, run_id: str, rows: list[dict[str, Any]]) -> bool:
+        """Record one message; True when it starts a retry of ``key``."""
+        if kind == "started":
+            earlier = self.attempts.setdefault(key, [])
+            retry = bool(earlier)
+            for old in earlier:
+                self.close(old, f"incomplete: its worker was lost; retried as run {run_id}")
+            earlier.append(run_id)
+            self.facts.setdefault(run_id, planned_facts(self.specs[key], run_id))
+            return retry
+        if rows:
+            append_rows(self.out, rows)
+            base = {k: v for k, v in rows[0].items() if k not in _RECORD_FIELDS}
+            self.facts[run_id] = base
+            if any(r["row_type"] in ("summary", "error") for r in rows):
+                self.closed.add(run_id)
+        return False
+
+    def close(self, run_id: str, note: str) -> None:
+        if run_id not in self.closed:
+            append_rows(self.out, [error_row(self.facts[run_id], note)])
+            self.closed.add(run_id)
+
+    def close_key(self, key: str, note: str) -> None:
+        for run_id in self.attempts.get(key, []):
+            self.close(run_id, note)
+
+
+_RECORD_FIELDS = {f.name for f in dataclasses.fields(Record)}
+
+
 def run_on_ray(
-    jobs: list[SweepJob], on_event: Callback, address: str | None, workers: int | None
+    jobs: list[SweepJob],
+    on_event: Callback,
+    address: str | None,
+    workers: int | None,
+    resources: Resources = Resources(),
 ) -> None:
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if not ray.is_initialized():
         env = {k: v for k, v in os.environ.items() if k.startswith("CLADAPT_")}
@@ -202,27 +362,91 @@ def run_on_ray(
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
-    cpus = int(ray.available_resources().get("CPU", 1))
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(cpus, len(jobs) or 1)))
-    task = ray.remote(num_cpus=1, max_retries=0)(run_job)
+    out = Path(jobs[0].spec.out) if jobs and jobs[0].spec.out else None
+    if out is None:
+        raise ConfigError("a Ray sweep needs --out: the driver writes every run's rows there")
+    gpus = resources.gpus
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    _check_fits(ray.nodes(), resources.cpus, gpus)
+    if address:  # torch threads match the CPUs each run reserves on its node
+        threads = max(1, int(resources.cpus))
+    else:  # this machine's cores shared by the runs that fit at once
+        cpus = int(ray.available_resources().get("CPU", 1))
+        threads = max(1, (os.cpu_count() or 1) // max(1, min(cpus, len(jobs) or 1)))
+    relay = (
+        ray.remote(_Relay)
+        .options(
+            num_cpus=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=False
+            ),
+        )
+        .remote()
+    )
+    channel = RelayChannel(relay)
+    task = ray.remote(run_job).options(
+        num_cpus=resources.cpus,
+        num_gpus=gpus,
+        max_retries=resources.retries,
+        retry_exceptions=False,
+    )
+    by_key = {job.key: job for job in jobs}
+    ledger = Ledger(out, {job.key: job.spec for job in jobs})
     pending = {}
     for job in jobs:
-        ref = task.remote(job.spec, threads if not address else None)
-        pending[ref] = job
-        on_event("start", job, "")
+        spec = replace(job.spec, out=None)  # a worker never touches the user's CSV
+        if gpus and spec.device == "auto":
+            spec = replace(spec, device="cuda")
+        pending[task.remote(spec, job.key, channel, threads)] = job
+
+    def drain() -> None:
+        for kind, key, run_id, rows in ray.get(relay.drain.remote()):
+            if ledger.receive(kind, key, run_id, rows):
+                on_event("retry", by_key[key], f"run {run_id}")
+            elif kind == "started":
+                on_event("start", by_key[key], "")
+
     try:
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.25)
+            results = {}
             for ref in ready:
-                job = pending.pop(ref)
                 try:
-                    ok, msg = ray.get(ref)
-                except Exception as exc:  # worker died: the run's rows so far stay in the CSV
-                    ok, msg = False, f"{type(exc).__name__}: {exc}"
+                    results[ref] = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - lost more often than it may be retried
+                    results[ref] = (False, f"{type(exc).__name__}: {exc}".splitlines()[0])
+            drain()  # after the results: a finished task's rows are all in the relay by now
+            for ref, (ok, msg) in results.items():
+                job = pending.pop(ref)
+                if not ok:
+                    ledger.close_key(job.key, f"incomplete: {msg}")
+                if job.key not in ledger.attempts:  # never started anywhere
+                    on_event("start", job, "")
                 on_event("done" if ok else "failed", job, msg)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        drain()
+        for job in pending.values():
+            ledger.close_key(job.key, "interrupted: the sweep was cancelled (Ctrl-C)")
+        raise
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
+
+
+def _check_fits(nodes: list[dict], cpus: float, gpus: float) -> None:
+    """A task no node can hold would wait forever: refuse it in one line instead."""
+    alive = [n["Resources"] for n in nodes if n.get("Alive")]
+    if not any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in alive):
+        most_cpus = max((r.get("CPU", 0) for r in alive), default=0)
+        most_gpus = max((r.get("GPU", 0) for r in alive), default=0)
+        raise ConfigError(
+            f"no node of the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs for one run (the "
+            f"largest has {most_cpus:g} CPUs, {most_gpus:g} GPUs): lower --cpus-per-run / "
+            "--gpus-per-run"
+        )
 
 
 def ray_available() -> bool:
@@ -239,11 +463,12 @@ def sweep(
     backend: str = "auto",
     address: str | None = None,
     workers: int | None = None,
+    resources: Resources = Resources(),
 ) -> str:
     """Run ``jobs``; returns the backend used ("ray" or "sequential")."""
     use_ray = backend == "ray" or (backend == "auto" and ray_available())
     if use_ray and jobs:
-        run_on_ray(jobs, on_event, address, workers)
+        run_on_ray(jobs, on_event, address, workers, resources)
         return "ray"
     run_sequential(jobs, on_event)
     return "sequential"

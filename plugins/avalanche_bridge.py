@@ -13,6 +13,13 @@ cladapt's task masks); training FLOPs are not counted (Avalanche's loop is not i
 ``train_flops`` is 0 for these rows); data goes through Avalanche's DataLoader on the CPU side.
 Without avalanche-lib installed the strategies are still listed and a run fails with one line
 saying what to install; the core never imports it.
+
+One fix to Avalanche, stated: its ``SynapticIntelligencePlugin`` (0.6) snapshots weights and
+gradients with ``param.detach().cpu().flatten()``, which on a CPU returns a *view* of the live
+parameter, not a copy: the "old" weights move with the model, every trajectory step is 0, the
+importances stay 0 and SI is plain fine-tuning (on the leaderboard: avl-si equal to avl-naive to
+the last digit at any ``si_lambda``; on CUDA ``.cpu()`` copies and the plugin works). The bridge
+replaces those two snapshot functions with copying ones (:func:`_patch_avalanche_si`).
 """
 
 from __future__ import annotations
@@ -46,7 +53,31 @@ def _import_avalanche():
         )
     except ImportError as exc:
         raise ConfigError(f"Avalanche strategies need avalanche-lib: {INSTALL} ({exc})") from None
+    _patch_avalanche_si()
     return supervised, benchmark_from_datasets, as_classification_dataset
+
+
+def _patch_avalanche_si() -> None:
+    """Make SI's weight / gradient snapshots copies on every device (see the module docstring).
+    The plugin calls them through its class name, so they are replaced on the class."""
+    from avalanche.training.plugins.synaptic_intelligence import SynapticIntelligencePlugin as SI
+
+    if getattr(SI, "_cladapt_copies", False):
+        return
+
+    @torch.no_grad()
+    def extract_weights(model, target, excluded_parameters) -> None:
+        for name, p in SI.allowed_parameters(model, excluded_parameters):
+            target[name].data = p.detach().flatten().to("cpu", copy=True)
+
+    @torch.no_grad()
+    def extract_grad(model, target, excluded_parameters) -> None:
+        for name, p in SI.allowed_parameters(model, excluded_parameters):
+            target[name].data = p.grad.detach().flatten().to("cpu", copy=True)
+
+    SI.extract_weights = staticmethod(extract_weights)
+    SI.extract_grad = staticmethod(extract_grad)
+    SI._cladapt_copies = True
 
 
 class _Targets(Dataset):

@@ -2,8 +2,10 @@
 scaffold, the Avalanche bridge, and sweeps (Ray and sequential)."""
 
 import multiprocessing as mp
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -256,3 +258,124 @@ def test_sequential_sweep_records_failures_and_goes_on(run_cli, tmp_path):
         str(out),
     )  # a parameter the grid's strategies do not all have: refused before anything runs
     assert r3.returncode == 2 and "unknown parameter 'lr'" in r3.stderr and "source" in r3.stderr
+
+
+def test_sweep_on_ray_with_a_data_root_missing_on_the_workers_records_one_error_row(
+    run_cli, tmp_path
+):
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    out = tmp_path / "r.csv"
+    r = run_cli(
+        "sweep",
+        "--streams",
+        "digits-shift",
+        "--strategies",
+        "source",
+        "--data-root",
+        str(tmp_path / "not-here"),
+        "--out",
+        str(out),
+        "--backend",
+        "ray",
+        "--workers",
+        "1",
+    )
+    assert r.returncode == 1 and "1 failed" in r.stdout, r.stderr
+    assert "Traceback" not in r.stderr and "does not exist on node" in r.stderr
+    df = read_results(out)
+    assert list(df.row_type) == ["error"]
+    assert df.note[0].startswith(f"--data-root {tmp_path / 'not-here'} does not exist on node")
+    assert (df.stream[0], df.strategy[0], df.protocol[0]) == ("digits-shift", "source", "test_time")
+
+
+def test_ctrl_c_on_a_ray_sweep_driver_closes_every_run_in_flight_with_an_error_row(tmp_path):
+    """The driver owns the CSV: after Ctrl-C it cancels the tasks and writes an ``interrupted``
+    row for each started run, under the rows that run had already sent."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    out = tmp_path / "r.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cladapt.cli", "sweep", "--streams", "digits-shift"]
+        + ["--strategies", "cotta,vida", "--seeds", "0,1", "--backend", "ray", "--workers", "2"]
+        + ["--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and read_results(out).run_id.nunique() >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the sweep should still be running"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    df = read_results(out)
+    finished = set(df.loc[df.row_type == "summary", "run_id"])
+    errors = df[df.row_type == "error"]
+    assert len(errors) >= 2 and errors.note.str.startswith("interrupted").all()
+    assert set(df.run_id) == finished | set(errors.run_id)  # no run left open
+    assert errors.run_id.is_unique
+
+
+def test_avalanche_si_snapshots_are_copies_so_importances_grow_on_a_cpu():
+    """Avalanche 0.6's SI snapshots weights with ``.cpu().flatten()``: a view of the live
+    parameter on a CPU, so the trajectory and the importances stay 0 and SI is fine-tuning. The
+    bridge's patch makes them copies: one SGD step gives a non-zero trajectory and importance."""
+    pytest.importorskip("avalanche", reason="the avalanche extra is not installed")
+    import torch
+    from avalanche.training.plugins.synaptic_intelligence import (
+        SynapticIntelligencePlugin as SI,
+    )
+    from cladapt.plugins.avalanche_bridge import _import_avalanche
+
+    _import_avalanche()  # applies the patch
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    ewc_data, syn_data = (
+        (dict(), dict()),
+        {k: dict() for k in ("old_theta", "new_theta", "grad", "trajectory", "cum_trajectory")},
+    )
+    SI.create_syn_data(model, ewc_data, syn_data, set())
+    SI.init_batch(model, ewc_data, syn_data, set())
+    start = model.weight.detach().clone().flatten()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(3):
+        SI.pre_update(model, syn_data, set())
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(torch.randn(8, 4)), torch.arange(8) % 3).backward()
+        opt.step()
+        SI.post_update(model, syn_data, set())
+    assert torch.equal(ewc_data[0]["weight"].data, start)  # the snapshot did not move
+    assert (syn_data["trajectory"]["weight"].data < 0).any()  # grad . delta < 0 for SGD
+    SI.update_ewc_data(model, ewc_data, syn_data, 0.001, set(), 1)
+    assert ewc_data[1]["weight"].data.max() > 0
+    penalty = SI.compute_ewc_loss(model, ewc_data, set(), "cpu", lambd=1.0)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert SI.compute_ewc_loss(model, ewc_data, set(), "cpu", lambd=1.0) > penalty
+
+
+def test_sweep_asking_for_more_than_any_node_has_is_refused_not_left_waiting(run_cli, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    r = run_cli(
+        "sweep",
+        "--streams",
+        "digits-shift",
+        "--strategies",
+        "source",
+        "--gpus-per-run",
+        "1000",  # no node has that many: the task could never be scheduled
+        "--out",
+        str(tmp_path / "r.csv"),
+        "--backend",
+        "ray",
+        "--workers",
+        "1",
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "1000 GPUs" in r.stderr and "--gpus-per-run" in r.stderr
+    assert not (tmp_path / "r.csv").exists()
