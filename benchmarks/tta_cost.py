@@ -26,8 +26,9 @@ from cladapt.leaderboard.aggregate import to_markdown
 from cladapt.manager import load_catalog
 from cladapt.profiling import count_calls, saved_activation_bytes
 from cladapt.runner import RunSpec, execute
+from cladapt.stream import TTAAugmentation
 
-STRATEGIES = ["source", "bn-adapt", "alpha-bn", "tent", "cotta", "ecotta", "vida"]
+STRATEGIES = ["source", "bn-adapt", "alpha-bn", "tent", "cotta", "ecotta", "vida", "lame"]
 
 
 def probe(run, strategy, x: torch.Tensor) -> tuple[int, int]:
@@ -81,7 +82,13 @@ def memory_table(args, catalog) -> pd.DataFrame:
     for name in STRATEGIES:
         torch.manual_seed(0)
         model = create_model(catalog.models, args.model, 10, (3, 32, 32)).eval()
-        stream = SimpleNamespace(input_shape=(3, 32, 32), num_classes=10, source=None, source_id="")
+        stream = SimpleNamespace(
+            input_shape=(3, 32, 32),
+            num_classes=10,
+            source=None,
+            source_id="",
+            tta_augmentation=TTAAugmentation(),
+        )
         entry = catalog.strategies.get(name)
         strategy = entry.factory(entry.factory.Config())
         hook = SimpleNamespace()
@@ -93,6 +100,7 @@ def memory_table(args, catalog) -> pd.DataFrame:
             optimizer=None,
             step=0,
             untimed_s=0.0,
+            state={},
             hook=hook,
             autocast=lambda: torch.autocast("cpu", enabled=False),
         )

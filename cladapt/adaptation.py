@@ -9,6 +9,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from cladapt.stream import TTAAugmentation
+
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -75,12 +77,22 @@ class Augment(nn.Module):
     """CoTTA's test-time augmentation for image batches in [0, 1] (``get_tta_transforms`` of
     qinenergy/cotta): colour jitter with gamma, edge padding, random affine, Gaussian blur,
     centre crop, horizontal flip, small Gaussian noise, clip. As in the reference, which calls
-    the transforms on the batch tensor, one random draw is shared by the whole batch."""
+    the transforms on the batch tensor, one random draw is shared by the whole batch.
+    ``policy`` (the stream's :class:`~cladapt.stream.TTAAugmentation`) removes the flip and caps
+    the rotation where they would change a label."""
 
-    def __init__(self, image_size: int, noise_std: float = 0.005, soft: bool = False) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        noise_std: float = 0.005,
+        soft: bool = False,
+        policy: TTAAugmentation | None = None,
+    ) -> None:
         super().__init__()
         from torchvision.transforms import InterpolationMode, v2
 
+        policy = policy or TTAAugmentation()
+        degrees = min(8.0 if soft else 15.0, policy.max_degrees)
         self.gamma = (0.85, 1.15) if soft else (0.7, 1.3)
         self.noise_std = noise_std
         self.jitter = v2.ColorJitter(
@@ -93,7 +105,7 @@ class Augment(nn.Module):
             [
                 v2.Pad(padding=image_size // 2, padding_mode="edge"),
                 v2.RandomAffine(
-                    degrees=(-8, 8) if soft else (-15, 15),
+                    degrees=(-degrees, degrees),
                     translate=(1 / 16, 1 / 16),
                     scale=(0.95, 1.05) if soft else (0.9, 1.1),
                     interpolation=InterpolationMode.BILINEAR,
@@ -104,7 +116,7 @@ class Augment(nn.Module):
                 v2.CenterCrop(image_size + 4),
                 v2.GaussianBlur(kernel_size=5, sigma=(0.001, 0.25 if soft else 0.5)),
                 v2.CenterCrop(image_size),
-                v2.RandomHorizontalFlip(0.5),
+                *([v2.RandomHorizontalFlip(0.5)] if policy.hflip else []),
             ]
         )
 

@@ -33,6 +33,7 @@ BUILTIN_PLUGINS = (
     "cladapt.plugins.tta",
     "cladapt.plugins.ecotta",
     "cladapt.plugins.vida",
+    "cladapt.plugins.lame",
     "cladapt.plugins.avalanche_bridge",
     "cladapt.streams.builtin",
 )

@@ -55,6 +55,17 @@ class StreamOptions:
     )
 
 
+@dataclass(frozen=True)
+class TTAAugmentation:
+    """Which test-time augmentations keep this stream's labels. Methods that augment (CoTTA's
+    and ViDA's teachers) keep their own recipe within these limits. The default is natural
+    images' (CoTTA's ``get_tta_transforms`` for CIFAR / ImageNet: horizontal flips, affine up to
+    ±15°); a digit stream declares no flips and small rotations (a flipped 2 is not a 2)."""
+
+    hflip: bool = True
+    max_degrees: float = 15.0
+
+
 @dataclass
 class Stream:
     name: str
@@ -83,6 +94,8 @@ class Stream:
     # facts about how this stream was built that a result depends on (e.g. the class order of a
     # split stream, the image size): recorded in every row's params_json under "stream"
     facts: dict[str, Any] = field(default_factory=dict)
+    # label-preserving test-time augmentation (CoTTA, ViDA): see TTAAugmentation
+    tta_augmentation: TTAAugmentation = field(default_factory=TTAAugmentation)
 
     @property
     def num_classes(self) -> int:

@@ -211,7 +211,7 @@ class CoTTA(Strategy):
         batch_statistics(model)
         self.source_state = copy.deepcopy(model.state_dict())
         self.teacher, self.anchor = frozen_copy(model), frozen_copy(model)
-        self.augment = Augment(run.stream.input_shape[-1])
+        self.augment = Augment(run.stream.input_shape[-1], policy=run.stream.tta_augmentation)
         run.optimizer = torch.optim.Adam(
             model.parameters(), lr=self.cfg.lr, betas=(self.cfg.momentum, 0.999)
         )

@@ -157,7 +157,7 @@ class ViDA(Strategy):
         batch_statistics(model)
         self.source_state = copy.deepcopy(model.state_dict())
         self.teacher = frozen_copy(model)
-        self.augment = Augment(run.stream.input_shape[-1])
+        self.augment = Augment(run.stream.input_shape[-1], policy=run.stream.tta_augmentation)
         adapters = [p for n, p in model.named_parameters() if "vida_" in n]
         rest = [p for n, p in model.named_parameters() if "vida_" not in n]
         run.optimizer = torch.optim.Adam(

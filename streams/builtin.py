@@ -17,7 +17,7 @@ from cladapt.data.shifts import apply_shift
 from cladapt.errors import ConfigError, DataError
 from cladapt.hookspecs import hookimpl
 from cladapt.registry import StreamRegistry
-from cladapt.stream import Experience, Stream
+from cladapt.stream import Experience, Stream, TTAAugmentation
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,6 +40,7 @@ def _common(name: str, d: dict[str, Any]) -> dict[str, Any]:
         defaults=dict(d.get("defaults", {})),
         description=d.get("description", ""),
         source_id=d.get("source_id", ""),
+        tta_augmentation=TTAAugmentation(**d.get("tta_augmentation", {})),
     )
 
 

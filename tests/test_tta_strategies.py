@@ -3,17 +3,19 @@ digits-c."""
 
 import copy
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from cladapt.adaptation import batch_statistics, ema_update, stochastic_restore
+from cladapt.adaptation import Augment, batch_statistics, ema_update, stochastic_restore
 from cladapt.batch import Batch
 from cladapt.models.small_cnn import SmallCNN
 from cladapt.results import read_results
 from cladapt.runner import RunSpec, execute
+from cladapt.stream import TTAAugmentation
 
 
 def _model_with_source_stats(seed=0) -> SmallCNN:
@@ -29,7 +31,13 @@ def _model_with_source_stats(seed=0) -> SmallCNN:
 
 
 def _fake_run(model, **kw):
-    stream = SimpleNamespace(input_shape=(3, 32, 32), num_classes=10, source=None, source_id="t")
+    stream = SimpleNamespace(
+        input_shape=(3, 32, 32),
+        num_classes=10,
+        source=None,
+        source_id="t",
+        tta_augmentation=TTAAugmentation(),
+    )
     return SimpleNamespace(
         model=model,
         model_name="small-cnn",
@@ -318,13 +326,32 @@ def test_every_tta_strategy_runs_on_digits_c_and_normalisation_beats_source_on_n
     assert set(df[df.row_type == "summary"].strategy) == set(STRATEGIES)
 
 
+@pytest.mark.parametrize("stream_name", ["digits-shift", "digits-c"])
+def test_cotta_and_vida_augment_digits_without_flips_or_large_rotations(stream_name, catalog):
+    """The stream says which augmentations keep its labels: a mirrored 2 is not a 2. CoTTA's
+    natural-image recipe (flip, ±15°) stays the default for streams that declare nothing."""
+    from torchvision.transforms import v2
+
+    stream = catalog.streams.get(stream_name).factory(data_root=None, seed=0)
+    assert stream.tta_augmentation == TTAAugmentation(hflip=False, max_degrees=10)
+    for name in ("cotta", "vida"):
+        strategy = _strategy(catalog, name)
+        run = _fake_run(_model_with_source_stats())
+        run.stream.tta_augmentation = stream.tta_augmentation
+        strategy.cladapt_setup(run=run)
+        kinds = [type(t) for t in strategy.augment.geometry.transforms]
+        assert v2.RandomHorizontalFlip not in kinds, name
+        affine = strategy.augment.geometry.transforms[kinds.index(v2.RandomAffine)]
+        assert list(affine.degrees) == [-10.0, 10.0], name
+    natural = [type(t) for t in Augment(32).geometry.transforms]
+    assert v2.RandomHorizontalFlip in natural
+
+
 def test_cotta_augmentation_blurs_only_what_the_crop_keeps():
     """Augment blurs the centre crop plus the kernel's margin instead of the whole padded image
     (4x less work); the pixels that survive the final crop must be the reference order's:
     pad, affine, blur everything, crop (qinenergy/cotta ``get_tta_transforms``)."""
     from torchvision.transforms import v2
-
-    from cladapt.adaptation import Augment
 
     x = torch.rand(6, 3, 32, 32)
     aug = Augment(32)
@@ -336,3 +363,38 @@ def test_cotta_augmentation_blurs_only_what_the_crop_keeps():
     assert ours.shape == reference.shape == x.shape
     assert torch.allclose(ours, reference, atol=1e-6)
     assert not torch.allclose(ours, x, atol=1e-2)  # it did augment
+
+
+def test_lame_bound_optimisation_by_hand():
+    """No affinity: LAME returns the model's probabilities. Affinity: an ambiguous sample takes
+    its neighbours' class, and the energy never increases (a bound optimiser)."""
+    from cladapt.plugins.lame import affinity, laplacian_assignments
+
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.45, 0.55]])
+    y, steps = laplacian_assignments(probs, torch.zeros(3, 3))
+    assert torch.allclose(y, probs, atol=1e-6)
+    kernel = torch.ones(3, 3) - torch.eye(3)  # everyone is everyone's neighbour
+    y, _ = laplacian_assignments(probs, kernel)
+    assert y[2].argmax() == 0 and probs[2].argmax() == 1
+
+    def energy(y):
+        u = -torch.log(probs + 1e-10)
+        return float((u * y - (kernel @ y) * y + y * torch.log(y.clamp_min(1e-20))).sum())
+
+    energies = [energy(laplacian_assignments(probs, kernel, max_steps=k)[0]) for k in range(1, 6)]
+    assert all(b <= a + 1e-6 for a, b in zip(energies, energies[1:], strict=False))
+    feats = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [0.9, 0.1], [0, 1.0]]), dim=-1)
+    knn = affinity(feats, "knn", 1)
+    assert knn.tolist() == [[0, 1, 0], [1, 0, 0], [0, 1, 0]]  # nearest other sample, not itself
+
+
+def test_lame_changes_no_parameter_and_only_adjusts_outputs(tmp_path):
+    spec = RunSpec("digits-shift", "lame", out=tmp_path / "r.csv", setting="correlated")
+    outcome = execute(spec)
+    source = outcome.run.source_model()
+    after = outcome.run.model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in source.state_dict().items())
+    errors = outcome.result.tables["errors"]
+    base = execute(replace(spec, strategy="source")).result.tables["errors"]
+    assert errors != base  # the Laplacian adjustment does change predictions
+    assert outcome.summary["trainable_params"] == 0

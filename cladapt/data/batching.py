@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 # Device copies live as long as their dataset: freed when the stream is dropped.
 _DEVICE_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -45,12 +45,19 @@ def iterate(
     generator: torch.Generator | None = None,
     drop_last: bool = False,
     num_workers: int = 0,
+    order: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Yield ``(x, y)`` batches on ``device``; ``y`` is None for unlabelled datasets."""
+    """Yield ``(x, y)`` batches on ``device``; ``y`` is None for unlabelled datasets. ``order``:
+    the sample indices to visit, in that order (replaces ``shuffle``)."""
+    if order is not None:
+        shuffle = False
     if isinstance(ds, TensorDataset):
         tensors = _on_device(ds, device)
         n = tensors[0].shape[0]
-        order = torch.randperm(n, generator=generator).to(device) if shuffle else None
+        if order is not None:
+            order = order.to(device)
+        elif shuffle:
+            order = torch.randperm(n, generator=generator).to(device)
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             if order is None:
@@ -60,6 +67,8 @@ def iterate(
                 parts = [t.index_select(0, idx) for t in tensors]
             yield as_float_images(parts[0]), (parts[1] if len(parts) > 1 else None)
         return
+    if order is not None:
+        ds = Subset(ds, order.tolist())
     loader = DataLoader(
         ds,
         batch_size=batch_size,

@@ -10,6 +10,10 @@ sees only images: labels stay inside the protocol and are used for scoring the l
 - ``gradual``: each domain at severities 1, 2, 3, 4, 5, 4, 3, 2, 1 in turn (CoTTA's gradual
   benchmark; streams whose experiences offer ``at_severity``); one error per (domain, severity).
 - ``mixed``: all domains' test images shuffled into one pass; error reported per domain.
+- ``correlated``: as continual, each domain's test images sorted by class (the peer benchmark's
+  ``correlated``, mariodoebler/test-time-adaptation).
+- ``dirichlet``: as continual, each domain in RoTTA's temporally correlated label order (Dirichlet
+  ``dirichlet_gamma`` over time slots; Yuan et al. CVPR 2023). See :mod:`cladapt.data.label_order`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from cladapt.batch import Batch
 from cladapt.config import param
 from cladapt.context import Run
 from cladapt.data.batching import concat_datasets, iterate, num_batches
+from cladapt.data.label_order import dirichlet_order, sorted_order
+from cladapt.data.scenarios import targets_of
 from cladapt.errors import ConfigError
 from cladapt.protocols.base import ProtocolResult, check_finite, flag_nonfinite
 from cladapt.results import Record
@@ -42,6 +48,9 @@ class TestTimeConfig:
         "auto", "autocast: auto = bf16 on CUDA, off on CPU; off | bf16 | fp16"
     )
     check_every: int = param(25, "check for NaN/inf losses and outputs every N batches", ge=1)
+    dirichlet_gamma: float = param(
+        0.1, "setting dirichlet: RoTTA's label concentration (smaller: longer runs)", gt=0
+    )
 
 
 def _tag_domains(datasets: list[Dataset], num_classes: int) -> Dataset:
@@ -60,7 +69,7 @@ def _tag_domains(datasets: list[Dataset], num_classes: int) -> Dataset:
 class TestTimeProtocol:
     name = "test_time"
     Config = TestTimeConfig
-    settings = ("continual", "episodic", "gradual", "mixed")
+    settings = ("continual", "episodic", "gradual", "mixed", "correlated", "dirichlet")
 
     def run(self, run: Run) -> ProtocolResult:
         run.model = run.source_model()
@@ -94,8 +103,21 @@ class TestTimeProtocol:
 
     def _batches(self, run: Run, data: Dataset, label: str):
         cfg: TestTimeConfig = run.params
+        order = None
+        if run.setting in ("correlated", "dirichlet"):  # non-i.i.d.: labels decide the order
+            labels = targets_of(data)
+            order = (
+                sorted_order(labels, run.generator)
+                if run.setting == "correlated"
+                else dirichlet_order(labels, cfg.dirichlet_gamma, run.generator)
+            )
         batches = iterate(
-            data, cfg.batch_size, run.device, shuffle=cfg.shuffle, generator=run.generator
+            data,
+            cfg.batch_size,
+            run.device,
+            shuffle=cfg.shuffle,
+            generator=run.generator,
+            order=order,
         )
         return run.progress.track(batches, num_batches(data, cfg.batch_size), f"adapt {label}")
 
