@@ -33,7 +33,7 @@ from cladapt.errors import (
 )
 from cladapt.hookspecs import hookimpl
 from cladapt.manager import Catalog, load_catalog, run_manager
-from cladapt.models.checkpoints import load_into
+from cladapt.models.checkpoints import load_into, weights_digest
 from cladapt.models.factory import Normalized, check_model_name, create_model
 from cladapt.models.source import get_source_model
 from cladapt.progress import NullProgress
@@ -239,6 +239,10 @@ def execute(
         cache_name = model_name + ("-pretrained" if pretrained else "")
         model = get_source_model(stream, cache_name, build, device, progress=progress)
         excluded_s[0] += time.perf_counter() - tic
+        # which weights: rows from two caches (two trainings of one recipe) must not look alike
+        params = json.loads(facts["params_json"])
+        params["source_model"] = weights_digest(model)
+        facts["params_json"] = json.dumps(params, sort_keys=True, default=str)
         return model
 
     run_id = run_id or new_run_id()

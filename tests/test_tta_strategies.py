@@ -2,6 +2,7 @@
 digits-c."""
 
 import copy
+import json
 import math
 from dataclasses import replace
 from types import SimpleNamespace
@@ -398,3 +399,21 @@ def test_lame_changes_no_parameter_and_only_adjusts_outputs(tmp_path):
     base = execute(replace(spec, strategy="source")).result.tables["errors"]
     assert errors != base  # the Laplacian adjustment does change predictions
     assert outcome.summary["trainable_params"] == 0
+
+
+def test_rows_name_the_source_weights_they_were_made_with(tmp_path):
+    """The cached source model's identity is its weights, not its recipe: every row of a
+    test-time run records their digest, the same for two runs on one cache."""
+    from cladapt.models.checkpoints import weights_digest
+
+    out = tmp_path / "r.csv"
+    first = execute(RunSpec("digits-shift", "source", out=out))
+    execute(RunSpec("digits-shift", "bn-adapt", out=out, seed=1))
+    df = read_results(out)
+    digests = {json.loads(p)["source_model"] for p in df.params_json}
+    assert digests == {weights_digest(first.run.source_model())}
+    model = first.run.source_model()
+    with torch.no_grad():
+        weight = next(model.parameters())
+        weight[(0,) * weight.dim()] += 1e-6  # one weight, a tiny change
+    assert weights_digest(model) not in digests

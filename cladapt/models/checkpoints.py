@@ -45,6 +45,18 @@ def preparing(path: Path) -> Iterator[None]:
         yield
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """16 hex digits of a hash over a model's parameters and buffers (names, dtypes, bytes): the
+    identity of trained weights, which a training recipe alone does not fix (float reductions
+    differ with thread counts, so two trainings of one recipe can end apart)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def code_digest(*objects: Any) -> str:
     """A hash of the source code of modules or functions: part of a generated artefact's key,
     so that a change to the code that made it invalidates the cached copy."""
