@@ -20,7 +20,9 @@ from cladapt.stream import Experience, Stream
 
 @dataclass
 class BNEMAConfig:
-    momentum: float = param(0.05, "weight of each test batch in the running BN statistics")
+    momentum: float = param(
+        0.05, "weight of each test batch in the running BN statistics", ge=0, le=1
+    )
 
 
 class BNEMA(Strategy):
