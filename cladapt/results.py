@@ -82,6 +82,11 @@ class Record:
     note: str = ""
 
 
+def error_record(note: str) -> Record:
+    """The row that marks a run as failed, interrupted or incomplete (never scored)."""
+    return Record("run_failed", float("nan"), row_type="error", note=note[:500])
+
+
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 

@@ -38,7 +38,14 @@ from cladapt.models.factory import Normalized, check_model_name, create_model
 from cladapt.models.source import get_source_model
 from cladapt.progress import NullProgress
 from cladapt.protocols import PROTOCOLS, ProtocolResult
-from cladapt.results import Record, append_rows, check_results_path, new_run_id, now_iso
+from cladapt.results import (
+    Record,
+    append_rows,
+    check_results_path,
+    error_record,
+    new_run_id,
+    now_iso,
+)
 from cladapt.stream import StreamOptions
 
 DEFAULT_OUT = Path("leaderboard") / "results.csv"
@@ -238,11 +245,11 @@ def execute(
         tic = time.perf_counter()
         cache_name = model_name + ("-pretrained" if pretrained else "")
         model = get_source_model(stream, cache_name, build, device, progress=progress)
-        excluded_s[0] += time.perf_counter() - tic
         # which weights: rows from two caches (two trainings of one recipe) must not look alike
         params = json.loads(facts["params_json"])
         params["source_model"] = weights_digest(model)
         facts["params_json"] = json.dumps(params, sort_keys=True, default=str)
+        excluded_s[0] += time.perf_counter() - tic
         return model
 
     run_id = run_id or new_run_id()
@@ -294,13 +301,11 @@ def execute(
         status = "ok"
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through the CLI's handler
         status = "interrupted"
-        writer.write(
-            [Record("run_failed", float("nan"), row_type="error", note=interruption_note(exc))]
-        )
+        writer.write([error_record(interruption_note(exc))])
         raise
     except Exception as exc:
         note = str(exc) if isinstance(exc, CladaptError) else f"{type(exc).__name__}: {exc}"
-        writer.write([Record("run_failed", float("nan"), row_type="error", note=note[:500])])
+        writer.write([error_record(note)])
         raise
     finally:
         pm.hook.cladapt_teardown(run=run, status=status)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cladapt.errors import ConfigError, UnknownNameError
-from cladapt.results import Record, append_rows, new_run_id, now_iso
+from cladapt.results import Record, append_rows, error_record, new_run_id, now_iso
 from cladapt.runner import RunSpec
 
 
@@ -202,7 +202,7 @@ def planned_facts(spec: RunSpec, run_id: str) -> dict[str, Any]:
 
 
 def error_row(facts: dict[str, Any], note: str) -> dict[str, Any]:
-    return {**facts, **vars(Record("run_failed", float("nan"), row_type="error", note=note[:500]))}
+    return {**facts, **vars(error_record(note))}
 
 
 def run_job(

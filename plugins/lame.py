@@ -49,12 +49,11 @@ def affinity(feats: torch.Tensor, kind: str, knn: int) -> torch.Tensor:
 
 def laplacian_assignments(
     probs: torch.Tensor, kernel: torch.Tensor, max_steps: int = 100
-) -> tuple[torch.Tensor, int]:
-    """(Y, steps): LAME's bound optimisation of E(Y) = sum Y(-log p) - sum W Y Y + sum Y log Y."""
+) -> torch.Tensor:
+    """Y by LAME's bound optimisation of E(Y) = sum Y(-log p) - sum W Y Y + sum Y log Y."""
     unary = -torch.log(probs + 1e-10)
     y = probs.clone()
     old = float("inf")
-    steps = 0
     for steps in range(1, max_steps + 1):
         pairwise = kernel @ y
         y = (-unary + pairwise).softmax(-1)
@@ -62,7 +61,7 @@ def laplacian_assignments(
         if steps > 2 and abs(energy - old) <= 1e-8 * abs(old):
             break
         old = energy
-    return y, steps
+    return y
 
 
 @dataclass
@@ -93,7 +92,7 @@ class LAME(Strategy):
             feats, logits = features_and_logits(run.model, batch.x)
         probs = logits.float().softmax(-1)
         kernel = affinity(F.normalize(feats.float(), dim=-1), c.affinity, c.knn)
-        y, _ = laplacian_assignments(probs, kernel, c.max_steps)
+        y = laplacian_assignments(probs, kernel, c.max_steps)
         return torch.log(y.clamp_min(1e-20))
 
 
