@@ -28,7 +28,21 @@ from cladapt.profiling import count_calls, saved_activation_bytes
 from cladapt.runner import RunSpec, execute
 from cladapt.stream import TTAAugmentation
 
-STRATEGIES = ["source", "bn-adapt", "alpha-bn", "tent", "cotta", "ecotta", "vida", "lame"]
+STRATEGIES = [
+    "source",
+    "bn-adapt",
+    "alpha-bn",
+    "tent",
+    "eata",
+    "sar",
+    "cotta",
+    "rotta",
+    "ecotta",
+    "vida",
+    "lame",
+]
+# memory table only: EcoTTA with 1x1 meta convs as well as the default 3x3
+MEMORY_VARIANTS = [(s, {}) for s in STRATEGIES] + [("ecotta", {"meta_kernel": 1})]
 
 
 def probe(run, strategy, x: torch.Tensor) -> tuple[int, int]:
@@ -79,9 +93,10 @@ def memory_table(args, catalog) -> pd.DataFrame:
 
     rows = []
     x = torch.rand(args.batch_size, 3, 32, 32)
-    for name in STRATEGIES:
+    for name, cfg in MEMORY_VARIANTS:
         torch.manual_seed(0)
         model = create_model(catalog.models, args.model, 10, (3, 32, 32)).eval()
+        encoder = sum(p.numel() for p in model.parameters())
         stream = SimpleNamespace(
             input_shape=(3, 32, 32),
             num_classes=10,
@@ -90,7 +105,7 @@ def memory_table(args, catalog) -> pd.DataFrame:
             tta_augmentation=TTAAugmentation(),
         )
         entry = catalog.strategies.get(name)
-        strategy = entry.factory(entry.factory.Config())
+        strategy = entry.factory(entry.factory.Config(**cfg))
         hook = SimpleNamespace()
         run = SimpleNamespace(
             model=model,
@@ -99,6 +114,8 @@ def memory_table(args, catalog) -> pd.DataFrame:
             device=torch.device("cpu"),
             optimizer=None,
             step=0,
+            seed=0,
+            params=SimpleNamespace(batch_size=args.batch_size),
             untimed_s=0.0,
             state={},
             hook=hook,
@@ -118,8 +135,9 @@ def memory_table(args, catalog) -> pd.DataFrame:
         )
         rows.append(
             {
-                "strategy": name,
+                "strategy": name + "".join(f" ({k}={v})" for k, v in cfg.items()),
                 "trainable_params": trainable,
+                "trainable_%_of_model": round(100 * trainable / encoder, 1),
                 "saved_MB_per_batch": round(saved / 2**20, 2),
                 "forward_passes_per_batch": passes,
             }

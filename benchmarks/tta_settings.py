@@ -6,7 +6,8 @@ Mean error over the 15 corruptions (severity 5, batch 64) for each strategy in t
 ``continual`` (each domain shuffled), ``correlated`` (each domain sorted by class, the peer
 benchmark's) and ``dirichlet`` (RoTTA's temporally correlated order, gamma 0.1). CoTTA and ViDA
 are left out by default (minutes per run on a CPU); pass them with ``--strategies``. Writes
-``benchmarks/results/tta_settings.csv`` and prints a markdown table (mean ± std over seeds).
+``benchmarks/results/tta_settings.csv`` (a rerun of some ``--strategies`` replaces only their
+rows) and prints a markdown table of every strategy in it (mean ± std over seeds).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from cladapt.leaderboard.aggregate import to_markdown
 from cladapt.runner import RunSpec, execute
 
 SETTINGS = ["continual", "correlated", "dirichlet"]
-STRATEGIES = ["source", "bn-adapt", "alpha-bn", "tent", "ecotta", "lame"]
+STRATEGIES = ["source", "bn-adapt", "alpha-bn", "tent", "eata", "sar", "ecotta", "rotta", "lame"]
 
 
 def main() -> None:
@@ -43,11 +44,16 @@ def main() -> None:
                     rows.append(dict(strategy=strategy, setting=setting, seed=seed, error=error))
                     print(f"{strategy:10s} {setting:10s} seed {seed}: {error:.2f}", flush=True)
     df = pd.DataFrame(rows)
+    if args.out.exists():  # rerun strategies replace their rows; the others' are kept
+        kept = pd.read_csv(args.out)
+        df = pd.concat([kept[~kept.strategy.isin(args.strategies)], df], ignore_index=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)
     stats = df.groupby(["strategy", "setting"], sort=False).error.agg(["mean", "std"])
     cell = stats["mean"].map("{:.1f}".format) + " ± " + stats["std"].fillna(0).map("{:.1f}".format)
-    table = cell.unstack("setting")[SETTINGS].reindex(args.strategies).reset_index()
+    order = [s for s in STRATEGIES if s in set(df.strategy)]
+    order += [s for s in dict.fromkeys(df.strategy) if s not in order]
+    table = cell.unstack("setting")[SETTINGS].reindex(order).reset_index()
     print(to_markdown(table))
 
 

@@ -40,6 +40,9 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             return coerce(value, args[0], key)
     if origin is typing.Literal:
         choices = typing.get_args(annotation)
+        by_text = {str(c): c for c in choices}  # --set gives text; choices may be numbers
+        if value not in choices and isinstance(value, str) and value in by_text:
+            value = by_text[value]
         if value not in choices:
             raise ConfigError(
                 f"--set {key}={value}: expected one of {', '.join(map(str, choices))}"

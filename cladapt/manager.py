@@ -34,6 +34,9 @@ BUILTIN_PLUGINS = (
     "cladapt.plugins.ecotta",
     "cladapt.plugins.vida",
     "cladapt.plugins.lame",
+    "cladapt.plugins.eata",
+    "cladapt.plugins.sar",
+    "cladapt.plugins.rotta",
     "cladapt.plugins.avalanche_bridge",
     "cladapt.streams.builtin",
 )

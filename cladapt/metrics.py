@@ -131,6 +131,26 @@ def continual_summary(R: np.ndarray, sizes: list[int] | None = None) -> dict[str
     return out
 
 
+def nevis_summary(
+    R: np.ndarray, sizes: list[int], top5_errors: dict[str, float]
+) -> dict[str, float]:
+    """NEVIS'22's stream metrics (dm_nevis ``experiments_jax/metrics/nevis_metrics.py``), from
+    each task's test error right after learning it (the diagonal R[t+1, t]): the mean over tasks,
+    the dataset-size-weighted mean (all tasks' correct predictions over all their examples) and
+    the mean top-5 error over the tasks with more than 5 classes (absent if there is none)."""
+    diag = np.diag(R[1:])
+    n = np.asarray(sizes, dtype=float)
+    out = {
+        "avg_error_after_learning": float(np.mean(100.0 - diag)),
+        "weighted_avg_error_after_learning": float(100.0 - (diag * n).sum() / n.sum())
+        if n.sum() > 0
+        else float("nan"),
+    }
+    if top5_errors:
+        out["avg_top5_error_after_learning"] = float(np.mean(list(top5_errors.values())))
+    return out
+
+
 def mean_error(errors: dict[str, float]) -> float:
     """Mean of per-domain errors (the headline of test-time adaptation)."""
     return float(np.mean(list(errors.values()))) if errors else float("nan")

@@ -241,6 +241,24 @@ def build_nevis_mini(
     return Stream(experiences=exps, **(_common(name, d) | {"class_names": class_names}))
 
 
+# dm_nevis' multi-label tasks (``dm_nevis/streams/nevis.py`` _MULTI_LABEL_DATASETS and
+# ``benchmarker/datasets/builders/tfds_builder.py`` MULTI_LABEL_DATASETS), by our task keys
+MULTI_LABEL_TASKS = frozenset(
+    {
+        "sun_attributes",
+        "voc_actions",
+        "pascal_voc2007",
+        "iaprtc12",
+        "nih_chest_xray",
+        "awa2",
+        "biwi",
+        "voc/2012",
+        "voc/2007",
+        "celeb_a",
+    }
+)
+
+
 def build_nevis(
     name: str,
     d: dict[str, Any],
@@ -258,6 +276,12 @@ def build_nevis(
     exps, class_names, missing = [], [], []
     offsets: dict[str, int] = {}  # a dataset that recurs keeps its task key: the same head
     for t in tasks:
+        if t["key"] in MULTI_LABEL_TASKS:
+            missing.append(
+                f"{t['year']} {t['name']}: multi-label task (dm_nevis scores it by mean average "
+                "precision over a sigmoid head; cladapt's heads are single-label), not run"
+            )
+            continue
         try:
             train, test, names = open_task(root, t, size, download)
         except DataError as exc:

@@ -87,3 +87,15 @@ def test_average_incremental_accuracy_and_both_forgetting_definitions_by_hand():
         (60 * 100 + 50 * 100 + 85 * 200) / 400
     )
     assert m.average_accuracy(R) == pytest.approx(65.0)
+
+
+def test_nevis_summary_by_hand():
+    from cladapt.metrics import nevis_summary
+
+    R = np.array([[10.0, 10.0], [80.0, 20.0], [70.0, 60.0]])  # diagonal after learning: 80, 60
+    out = nevis_summary(R, [100, 300], {"b": 15.0})
+    assert out["avg_error_after_learning"] == pytest.approx(30.0)  # (20 + 40) / 2
+    # dm_nevis weights by examples: (80 * 100 + 60 * 300) / 400 = 65 % correct
+    assert out["weighted_avg_error_after_learning"] == pytest.approx(35.0)
+    assert out["avg_top5_error_after_learning"] == 15.0
+    assert "avg_top5_error_after_learning" not in nevis_summary(R, [1, 1], {})

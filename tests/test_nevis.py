@@ -71,6 +71,7 @@ def test_nevis_reads_what_is_on_disk_and_reports_the_rest(catalog, tmp_path, out
     write_folder_task(tmp_path, "coil20")
     write_folder_task(tmp_path, "brodatz", classes=("x", "y"))
     write_mnist_and_mnistm(tmp_path, n=20)
+    write_folder_task(tmp_path, "celeb_a")  # present, but multi-label in dm_nevis
     stream = catalog.streams.get("nevis").factory(data_root=str(tmp_path))
     names = [e.name for e in stream.experiences]
     assert names == [
@@ -112,6 +113,19 @@ def test_nevis_reads_what_is_on_disk_and_reports_the_rest(catalog, tmp_path, out
     assert outcome.summary["train_flops"] > 0
     note = df[df.metric == "experiences"].note.item()
     assert "6 of 106" in note and "Magellan" in note
+    # a multi-label task is listed with its reason, not run, even when its files are there
+    assert any(n.startswith("skipped 2017 CelebA: multi-label task") for n in stream.notes)
+    # NEVIS metrics: top-5 only where a task has more than 5 classes (mnist's 10)
+    top5 = df[df.metric == "top5_error_after_learning"].set_index("eval_experience").value
+    top1 = df[df.metric == "error_after_learning"].set_index("eval_experience").value
+    assert sorted(top5.index) == ["2004-mnist", "2015-mnist"]
+    assert (top5 <= top1[top5.index]).all()
+    assert outcome.summary["avg_top5_error_after_learning"] == pytest.approx(top5.mean())
+    assert outcome.summary["avg_error_after_learning"] == pytest.approx(top1.mean())
+    assert outcome.summary["peak_trainable_params"] > 0
+    sizes = {e.name: len(e.test) for e in stream.experiences}
+    weighted = sum(top1[k] * n for k, n in sizes.items()) / sum(sizes.values())
+    assert outcome.summary["weighted_avg_error_after_learning"] == pytest.approx(weighted)
 
 
 def test_nevis_without_any_task_is_one_clear_error(catalog, tmp_path):

@@ -143,25 +143,35 @@ def test_cotta_scores_teacher_and_augments_when_unconfident(catalog):
     assert cotta2.augmented_batches == 0
 
 
-def test_ecotta_freezes_the_network_and_starts_at_the_source_model(catalog):
+def test_ecotta_freezes_the_network_and_trains_both_branches_of_its_meta_blocks(catalog):
     model = _model_with_source_stats()
-    x = torch.rand(8, 3, 32, 32)
-    with torch.no_grad():
-        src = copy.deepcopy(model)(x)
     run = _fake_run(model)
-    eco = _strategy(catalog, "ecotta", warmup_epochs=0)
+    eco = _strategy(catalog, "ecotta", warmup_epochs=0, entropy_margin=1.0)
     eco.cladapt_setup(run=run)
     assert len(eco.blocks) == 4  # one per stage of the 4-stage SmallCNN
     trainable = {id(p) for g in run.optimizer.param_groups for p in g["params"]}
     assert trainable == {id(p) for p in eco.blocks.parameters()}
     original = [p for n, p in model.named_parameters() if not n.startswith("ecotta_meta")]
+    frozen = [p.detach().clone() for p in original]
     assert not any(p.requires_grad for p in original)
-    eco.blocks.eval()  # meta BN with identity statistics and a zero conv branch: source output
-    for b in eco.blocks:
-        b.meta_bn.running_mean.zero_()
-        b.meta_bn.running_var.fill_(1 - b.meta_bn.eps)
-    with torch.no_grad():
-        assert torch.allclose(model(x), src, atol=1e-4)
+    before = copy.deepcopy(eco.blocks.state_dict())
+    eco.cladapt_adapt(run=run, batch=Batch(x=torch.rand(32, 3, 32, 32)))
+    after = eco.blocks.state_dict()
+    # the conv branch (conv, its BN) and meta_bn all learn: a branch whose ReLU passes no
+    # gradient (the old zero-initialised BN weight) would leave conv.* unchanged
+    for i in range(4):
+        for key in (f"{i}.conv.0.weight", f"{i}.conv.1.weight", f"{i}.meta_bn.weight"):
+            assert not torch.equal(before[key], after[key]), key
+    assert all(torch.equal(p, f) for p, f in zip(original, frozen, strict=True))
+
+
+@pytest.mark.parametrize("kernel,params", [(3, 61040), (1, 7408)])
+def test_ecotta_meta_kernel_sets_the_meta_conv_size(kernel, params, catalog):
+    run = _fake_run(_model_with_source_stats())
+    eco = _strategy(catalog, "ecotta", warmup_epochs=0, meta_kernel=kernel)
+    eco.cladapt_setup(run=run)
+    assert {b.conv[0].kernel_size for b in eco.blocks} == {(kernel, kernel)}
+    assert sum(p.numel() for p in eco.blocks.parameters()) == params
 
 
 def test_ecotta_warm_up_is_shared_by_every_seed(catalog):
@@ -300,7 +310,18 @@ def test_vida_on_a_vit_adapts_attention_linears(catalog):
     assert inject_adapters(vit, 1, 128) == 2 * 4  # qkv and proj in each of 4 blocks
 
 
-STRATEGIES = ["source", "bn-adapt", "alpha-bn", "tent", "cotta", "ecotta", "vida"]
+STRATEGIES = [
+    "source",
+    "bn-adapt",
+    "alpha-bn",
+    "tent",
+    "eata",
+    "sar",
+    "cotta",
+    "rotta",
+    "ecotta",
+    "vida",
+]
 
 
 def test_every_tta_strategy_runs_on_digits_c_and_normalisation_beats_source_on_noise(out):
@@ -417,3 +438,20 @@ def test_rows_name_the_source_weights_they_were_made_with(tmp_path):
         weight = next(model.parameters())
         weight[(0,) * weight.dim()] += 1e-6  # one weight, a tiny change
     assert weights_digest(model) not in digests
+
+
+@pytest.mark.parametrize("hflip", [False, True])
+def test_source_augmentation_translates_and_flips_only_where_the_stream_allows(hflip):
+    from cladapt.models.source import random_crop_flip
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(200, 1, 12, 12)
+    x[:, :, 4:8, 2:4] = 1.0  # an asymmetric stroke (columns 2-3), away from the border
+    out = random_crop_flip(x, 2, hflip, g)
+    assert torch.equal(out.sum((1, 2, 3)), x.sum((1, 2, 3)))  # moved, never cut or changed
+    cols = (out[:, 0].sum(1) > 0).float().argmax(1)  # first inked column of each image
+    mirrored = cols >= 6  # a mirrored stroke starts at column 8, +-2; an unmirrored one at 0-4
+    assert bool(mirrored.any()) == hflip  # flips only where declared label-preserving
+    shifts = torch.where(mirrored, cols - 8, cols - 2)
+    assert shifts.abs().max() <= 2
+    assert len(set(shifts.tolist())) > 3  # translations are drawn per image

@@ -56,6 +56,7 @@ def iterate(
         n = tensors[0].shape[0]
         if order is not None:
             order = order.to(device)
+            n = order.shape[0]  # a subset, in that order
         elif shuffle:
             order = torch.randperm(n, generator=generator).to(device)
         stop = n - n % batch_size if drop_last else n

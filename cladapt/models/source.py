@@ -1,5 +1,10 @@
 """The source model of a test-time stream: trained by the harness on the stream's labelled
-source data, once, and cached so that every strategy adapts the very same model."""
+source data, once, and cached so that every strategy adapts the very same model.
+
+Trained as standard source models are (e.g. the CIFAR-10 models of RobustBench / CoTTA): with
+label-preserving augmentation only — random crops of the zero-padded image (translations of up
+to ``translate`` pixels) and horizontal flips where the stream declares flips label-preserving
+(``Stream.tta_augmentation.hflip``; never for digits) — and never with the test corruptions."""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from cladapt.models.checkpoints import (
 from cladapt.progress import NullProgress
 from cladapt.stream import Stream
 
-RECIPE_VERSION = 2  # bump when the training code changes, to invalidate cached models
+RECIPE_VERSION = 3  # bump when the training code changes, to invalidate cached models
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class SourceRecipe:
     lr: float = 1e-3
     weight_decay: float = 5e-4
     seed: int = 0  # fixed: the source model must not depend on the run's seed
+    translate: int = 4  # random-crop padding in pixels (CIFAR's RandomCrop(32, padding=4)); 0: off
 
 
 def source_checkpoint_path(stream: Stream, model_name: str, recipe: SourceRecipe) -> Path:
@@ -43,6 +49,7 @@ def source_checkpoint_path(stream: Stream, model_name: str, recipe: SourceRecipe
         shape=stream.input_shape,
         classes=stream.num_classes,
         recipe=asdict(recipe),
+        hflip=stream.tta_augmentation.hflip,
         version=RECIPE_VERSION,
     )
     return cache_dir() / "models" / f"{stream.source_id}-{model_name}-{key}.pt"
@@ -75,10 +82,32 @@ def get_source_model(
     return model
 
 
+def random_crop_flip(
+    x: torch.Tensor, pad: int, hflip: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """Each image zero-padded by ``pad`` and cropped back at a random offset, then flipped
+    horizontally with probability 1/2 if ``hflip``; draws come from ``generator`` (CPU)."""
+    n, _, h, w = x.shape
+    if pad > 0:
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).tolist()
+        x = torch.stack(
+            [
+                padded[i, :, a : a + h, b : b + w]
+                for i, (a, b) in enumerate(zip(dy, dx, strict=True))
+            ]
+        )
+    if hflip:
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x
+
+
 def train_source_model(
     model: nn.Module, stream: Stream, device: torch.device, recipe: SourceRecipe, progress
 ) -> None:
-    """Adam + cosine schedule, cross-entropy on the clean labelled source split."""
+    """Adam + cosine schedule, cross-entropy on the clean labelled source split, with the
+    label-preserving augmentation of the module docstring."""
     assert stream.source is not None and stream.source.train is not None
     generator = seed_everything(recipe.seed)
     data = stream.source.train
@@ -93,6 +122,7 @@ def train_source_model(
 
     last = None
     for x, y in progress.track(batches(), steps, f"train source model ({stream.source_id})"):
+        x = random_crop_flip(x, recipe.translate, stream.tta_augmentation.hflip, generator)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -116,8 +116,10 @@ def evaluate(
     class_mask: torch.Tensor | None,
     batch_size: int,
     meter: FlopMeter | None = None,
+    topk: int = 1,
 ) -> torch.Tensor:
-    """Accuracy in percent on ``exp.test`` as a 0-d tensor (no host sync here)."""
+    """Accuracy in percent on ``exp.test`` as a 0-d tensor (no host sync here); ``topk`` > 1:
+    a prediction is correct when the label is among the k highest logits (NEVIS' top-5)."""
     correct = torch.zeros((), dtype=torch.long, device=run.device)
     total = 0
     batches = iterate(exp.test, batch_size, run.device)
@@ -132,7 +134,11 @@ def evaluate(
             logits = run.hook.cladapt_predict(run=run, batch=batch)
         if meter is not None:
             meter.add(len(y))
-        correct += (logits.argmax(1) == y).sum()
+        if topk == 1:
+            correct += (logits.argmax(1) == y).sum()
+        else:
+            top = logits.topk(min(topk, logits.shape[1]), dim=1).indices
+            correct += (top == y[:, None]).any(1).sum()
         total += len(y)
         run.images_seen += len(y)
     return correct.double() * (100.0 / max(total, 1))
