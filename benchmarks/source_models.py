@@ -1,6 +1,6 @@
 """The digits test-time streams' source model: clean error and error per shift level.
 
-    python benchmarks/source_models.py [--levels-only] [--recipes augmented plain]
+    python benchmarks/source_models.py [--recipes augmented plain]
 
 Trains (or loads from the cache) the SmallCNN source model of ``digits-c`` / ``digits-shift``
 with the harness's recipe (``augmented``: random crops of the 4-pixel zero-padded image, no

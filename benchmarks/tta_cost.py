@@ -1,14 +1,15 @@
 """Cost and accuracy of the test-time adaptation strategies on digits-c, on the same model.
 
     python benchmarks/tta_cost.py [--model small-cnn] [--batch-size 64] [--seed 0]
-    python benchmarks/tta_cost.py --memory-only --model resnet18   # deep encoder, no error runs
+    python benchmarks/tta_cost.py --memory-only --model resnet50   # deep encoder, no error runs
     python benchmarks/tta_cost.py --small-batch                   # alpha-BN vs BN, batch 1-64
 
 Per strategy: mean error over the 15 digits-C domains (continual, severity 5), images/s (CPU or
-GPU, whatever runs it), trainable parameters, activation bytes autograd keeps for backward on one
-batch (counted through ``torch.autograd.graph.saved_tensors_hooks``, leaving out parameters and
-buffers, so it does not depend on the device) and forward passes per batch (whole-model forward
-calls: student, teacher, anchor and augmented views). ``--small-batch`` runs source, bn-adapt and
+GPU, whatever runs it), trainable parameters, the peak activation bytes autograd holds for
+backward during one batch's adaptation (counted through
+``torch.autograd.graph.saved_tensors_hooks``, leaving out parameters and buffers, so it does not
+depend on the device) and forward passes per batch (whole-model forward calls: student, teacher,
+anchor and augmented views). ``--small-batch`` runs source, bn-adapt and
 alpha-bn (alpha 0.1, 0.5, 0.9) at batch sizes 1, 2, 4, 8, 16, 64 (alpha-BN's claim).
 """
 
