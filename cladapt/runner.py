@@ -280,12 +280,13 @@ def execute(
         "strategy": strategy_entry.name,
         "params_json": json.dumps(
             run.params_dict()
+            | {"pretrained": pretrained}
             | {f"with_{r.name}": dataclasses.asdict(r.cfg) for r in regularizers}
             | ({"stream": stream.facts} if stream.facts else {}),
             sort_keys=True,
             default=str,
         ),
-        "model": model_name + (f"@{Path(spec.checkpoint).name}" if spec.checkpoint else ""),
+        "model": model_label(model_name, pretrained, spec.checkpoint),
         "seed": spec.seed,
         "device": str(device),
     }
@@ -331,6 +332,18 @@ def execute(
         ]
     )
     return RunOutcome(run=run, result=result, summary=summary)
+
+
+def model_label(name: str, pretrained: bool | str, checkpoint: str | None) -> str:
+    """The results' ``model`` column: the model as run, so that runs from different weights
+    never share a leaderboard row — ``small-cnn``, ``small-cnn+pretrained``,
+    ``ViT-B-16+openai`` (an open_clip tag), ``small-cnn@source.pt`` (a checkpoint)."""
+    if checkpoint:
+        return f"{name}@{Path(checkpoint).name}"
+    if pretrained in (False, None, "", "false"):
+        return name
+    tag = "pretrained" if pretrained in (True, "true", "default") else Path(str(pretrained)).name
+    return f"{name}+{tag}"
 
 
 def _check_pretrained(pretrained: bool | str, model_name: str, catalog: Catalog) -> None:

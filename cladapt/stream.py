@@ -31,6 +31,7 @@ class Experience:
     train: Dataset | None = None
     test: Dataset | None = None
     dev: Dataset | None = None  # held out from train for model selection (NEVIS-style streams)
+    dev_test: Dataset | None = None  # held out from train for development evaluation (NEVIS)
     unlabelled: Dataset | None = None
     classes: list[int] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)

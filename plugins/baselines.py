@@ -52,6 +52,8 @@ class Finetune(Strategy):
         self.make_optimizer(run)
 
     def base_lr(self, run: Run) -> float:
+        if "lr_override" in run.state:  # a model-selection trial's rate (protocols/selection.py)
+            return float(run.state["lr_override"])
         exp = run.experience
         if self.cfg.task_lr and exp is not None and "lr" in exp.metadata:
             return float(exp.metadata["lr"])
@@ -63,6 +65,10 @@ class Finetune(Strategy):
             return
         if self.cfg.reset_optimizer and run.experience_index > 0:
             self.make_optimizer(run, self.base_lr(run))
+        self.restart_schedule(run)
+
+    def restart_schedule(self, run: Run) -> None:
+        """Back to step 0 of this experience's schedule (called again by each selection trial)."""
         self.task_step = 0
         self.set_lr(run, 0)
 
@@ -75,7 +81,7 @@ class Finetune(Strategy):
 
     def set_lr(self, run: Run, step: int) -> None:
         """The rate for the coming step ``step`` of this experience (ZSCL's ``cosine_lr``). A
-        constant rate without per-task rates is left alone (e.g. the rate ``lr_grid`` chose)."""
+        constant rate without per-task rates is left alone (e.g. a selection trial's rate)."""
         exp = run.experience
         per_task = self.cfg.task_lr and exp is not None and "lr" in exp.metadata
         if self.cfg.schedule == "constant" and not per_task:

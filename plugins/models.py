@@ -10,15 +10,24 @@ from cladapt.registry import ModelRegistry
 def small_cnn(
     num_classes: int, input_shape: tuple[int, int, int], pretrained: bool = False, **_
 ) -> SmallCNN:
-    return SmallCNN(num_classes=num_classes, in_chans=input_shape[0])
+    model = SmallCNN(num_classes=num_classes, in_chans=input_shape[0])
+    if pretrained:
+        from cladapt.models.letters_pretrain import load_pretrained_backbone
+
+        load_pretrained_backbone(model, input_shape)
+    return model
 
 
 @hookimpl
 def cladapt_register_models(registry: ModelRegistry) -> None:
+    from cladapt.models.letters_pretrain import ensure_pretrained
+
     registry.add(
         "small-cnn",
         small_cnn,
-        "4-stage conv-BN-ReLU CNN (width 16, global average pool; ~61k parameters)",
+        "4-stage conv-BN-ReLU CNN (width 16, global average pool; ~61k parameters); "
+        "--pretrained: its trunk pre-trained by the harness on 52 rendered letters (cached)",
+        prepare=ensure_pretrained,
     )
 
 

@@ -226,16 +226,21 @@ def build_nevis_mini(
         xtr, ytr, xte, yte, names = _nevis_mini_task(t)
         offset = len(class_names)
         class_names += [f"{t['name']}:{c}" for c in names]
-        n_dev = max(1, int(round(0.15 * len(ytr))))
+        # dm_nevis' 70 / 15 / 15 train / dev / dev_test split of the training data (the
+        # generated order is already random), plus the separate test split
+        n_train, n_dev = int(0.7 * len(ytr)), int(0.15 * len(ytr))
+        cut = [n_train, n_train + n_dev]
+        (x_tr, x_dev, x_dt), (y_tr, y_dev, y_dt) = xtr.tensor_split(cut), ytr.tensor_split(cut)
         exps.append(
             Experience(
                 name=f"{t['year']}-{t['name']}",
                 kind="task",
-                train=TensorDataset(xtr[n_dev:], ytr[n_dev:] + offset),
-                dev=TensorDataset(xtr[:n_dev], ytr[:n_dev] + offset),
+                train=TensorDataset(x_tr, y_tr + offset),
+                dev=TensorDataset(x_dev, y_dev + offset),
+                dev_test=TensorDataset(x_dt, y_dt + offset),
                 test=TensorDataset(xte, yte + offset),
                 classes=list(range(offset, offset + len(names))),
-                metadata={"year": t["year"], "train_size": len(ytr) - n_dev},
+                metadata={"year": t["year"], "train_size": n_train},
             )
         )
     return Stream(experiences=exps, **(_common(name, d) | {"class_names": class_names}))
@@ -267,7 +272,12 @@ def build_nevis(
     download: bool = False,
 ) -> Stream:
     """The tasks of the list that are present under --data-root, in order; the rest reported."""
-    from cladapt.data.nevis import OffsetTargets, open_task, split_dev
+    from cladapt.data.nevis import (
+        OffsetTargets,
+        open_prepared_splits,
+        open_task,
+        split_train_dev_dev_test,
+    )
 
     root = _data_root(data_root, f"stream {name!r}")
     tasks = definitions()[d["like"]]["tasks"] if "like" in d else d["tasks"]
@@ -292,13 +302,18 @@ def build_nevis(
         else:
             offset = offsets[t["key"]] = len(class_names)
             class_names += [f"{t['key']}:{c}" for c in names]
-        train, dev = split_dev(train, 0.15, zlib.crc32(t["key"].encode()))
+        prepared = None if "torchvision" in t else open_prepared_splits(root, t, size, names)
+        if prepared is not None:
+            dev, dev_test = prepared
+        else:
+            train, dev, dev_test = split_train_dev_dev_test(train, zlib.crc32(t["key"].encode()))
         exps.append(
             Experience(
                 name=f"{t['year']}-{t['key'].replace('/', '-')}",
                 kind="task",
                 train=OffsetTargets(train, offset),
                 dev=OffsetTargets(dev, offset),
+                dev_test=OffsetTargets(dev_test, offset),
                 test=OffsetTargets(test, offset),
                 classes=list(range(offset, offset + len(names))),
                 metadata={"year": t["year"], "dataset": t["name"]},

@@ -17,14 +17,18 @@ def test_nevis_mini_is_heterogeneous_and_spans_two_orders_of_magnitude(catalog):
     assert 8 <= len(stream.experiences) <= 15
     years = [e.metadata["year"] for e in stream.experiences]
     assert years == sorted(years)
-    sizes = [len(e.train) + len(e.dev) for e in stream.experiences]
+    sizes = [len(e.train) + len(e.dev) + len(e.dev_test) for e in stream.experiences]
     assert max(sizes) >= 100 * min(sizes)
+    for e, t in zip(stream.experiences, definitions()["nevis-mini"]["tasks"], strict=True):
+        n = t["train"]  # dm_nevis' 70 / 15 / 15 of the training data
+        assert (len(e.train), len(e.dev)) == (int(0.7 * n), int(0.15 * n))
+        assert len(e.dev_test) == n - int(0.7 * n) - int(0.15 * n)
     seen: set[int] = set()
     for e in stream.experiences:
         classes = set(e.classes)
         assert not classes & seen  # every task has its own label space
         seen |= classes
-        for split in (e.train, e.dev, e.test):
+        for split in (e.train, e.dev, e.dev_test, e.test):
             assert set(split.tensors[1].tolist()) <= classes
         assert e.train.tensors[0].shape[1:] == (3, 32, 32)
         # dev is held out from train (sklearn's digits hold a few duplicate scans)
@@ -53,9 +57,9 @@ def test_nevis_task_list_is_the_published_order():
     assert len(dev) == 106 - 3 - 11
 
 
-def write_folder_task(root, key, classes=("a", "b", "c"), per_class=4):
+def write_folder_task(root, key, classes=("a", "b", "c"), per_class=4, splits=("train", "test")):
     rng = np.random.default_rng(0)
-    for split in ("train", "test"):
+    for split in splits:
         for c in classes:
             folder = root / "nevis" / key / split / c
             folder.mkdir(parents=True)
@@ -68,8 +72,11 @@ def write_folder_task(root, key, classes=("a", "b", "c"), per_class=4):
 def test_nevis_reads_what_is_on_disk_and_reports_the_rest(catalog, tmp_path, out):
     from test_uda_readers import write_mnist_and_mnistm
 
-    write_folder_task(tmp_path, "coil20")
-    write_folder_task(tmp_path, "brodatz", classes=("x", "y"))
+    write_folder_task(tmp_path, "coil20", per_class=20)
+    # dm_nevis' prepared splits, when a task has them, are used as they are
+    write_folder_task(
+        tmp_path, "brodatz", classes=("x", "y"), splits=("train", "dev", "dev-test", "test")
+    )
     write_mnist_and_mnistm(tmp_path, n=20)
     write_folder_task(tmp_path, "celeb_a")  # present, but multi-label in dm_nevis
     stream = catalog.streams.get("nevis").factory(data_root=str(tmp_path))
@@ -83,6 +90,11 @@ def test_nevis_reads_what_is_on_disk_and_reports_the_rest(catalog, tmp_path, out
         "2019-coil20",
     ]
     assert stream.notes[0].startswith("6 of 106 tasks found") and len(stream.notes) == 101
+    by_task = {e.name: e for e in stream.experiences}
+    coil = by_task["2000-coil20"]  # 60 training images split 70 / 15 / 15 (dm_nevis' fractions)
+    assert (len(coil.train), len(coil.dev), len(coil.dev_test)) == (42, 9, 9)
+    brodatz = by_task["1998-brodatz"]  # 8 images in each of its prepared folders
+    assert (len(brodatz.train), len(brodatz.dev), len(brodatz.dev_test)) == (8, 8, 8)
     x, y = stream.experiences[1].test[0]
     assert tuple(x.shape) == (3, 32, 32) and y in stream.experiences[1].classes
     # a dataset that recurs keeps its task key, so its classes (the head) are the same ones
@@ -109,7 +121,7 @@ def test_nevis_reads_what_is_on_disk_and_reports_the_rest(catalog, tmp_path, out
     assert len(df[df.metric == "selected_lr"]) == 6 and set(
         df[df.metric == "selected_lr"].value
     ) <= {0.1, 0.001}
-    assert len(df[df.metric == "dev_accuracy"]) == 12
+    assert len(df[df.metric == "trial_dev_error"]) == 12  # 6 tasks x 2 rates of the grid
     assert outcome.summary["train_flops"] > 0
     note = df[df.metric == "experiences"].note.item()
     assert "6 of 106" in note and "Magellan" in note
@@ -144,3 +156,75 @@ def test_nevis_mini_runs_nmc_with_compute(catalog, out):
     assert (
         outcome.summary["avg_accuracy"] > 30
     )  # random frozen features: well above chance per task
+
+
+def test_search_space_is_dm_nevis_hype():
+    """The values of the official code's doctests (experiments_jax/training/hype.py) and its
+    per-task space: lr from Random(k + 1), label smoothing from Random(k + 2)."""
+    from cladapt.protocols.selection import (
+        log_uniform_values,
+        random_search_space,
+        uniform_values,
+    )
+
+    assert log_uniform_values(1e-1, 1e-3, n=3, seed=0) == pytest.approx(
+        [0.0020471812581430546, 0.003048535060583298, 0.014416400482129478]
+    )
+    assert uniform_values(0, 1, n=3, seed=0) == pytest.approx(
+        [0.8444218515250481, 0.7579544029403025, 0.420571580830845]
+    )
+    space = random_search_space(task_index=4, trials=16)
+    assert len(space) == 16 and len({t.lr for t in space}) == 16
+    assert all(1e-4 <= t.lr <= 1e-1 and 0 <= t.label_smoothing <= 0.3 for t in space)
+    assert space[0].lr == pytest.approx(log_uniform_values(1e-4, 1e-1, n=1, seed=5)[0])
+    assert space != random_search_space(task_index=5, trials=16)
+
+
+def test_a_trial_keeps_its_lowest_dev_error_state_and_costs_its_last():
+    from cladapt.protocols.selection import BestOnDev
+
+    model = torch.nn.Linear(2, 2)
+    kept = BestOnDev()
+    for error, value in [(50.0, 1.0), (30.0, 2.0), (40.0, 3.0), (30.0, 4.0)]:
+        torch.nn.init.constant_(model.weight, value)
+        kept.offer(error, model, None)
+    assert kept.best_error == 30.0 and kept.last_error == 30.0
+    assert torch.all(kept.state[0]["weight"] == 2.0)  # the first of the tied best, not the last
+
+
+def test_nevis_selection_picks_the_lowest_dev_error_trial_and_never_retrains(catalog, tmp_path):
+    """dm_nevis: every trial from the same state, the best trial's model goes on, no retraining
+    on train + dev; all trials' training counts in the FLOPs."""
+    common = {"epochs": "1", "eval_split": "dev_test"}
+    flops = {}
+    for trials in (0, 2):
+        out = tmp_path / f"t{trials}.csv"
+        sets = common | {"search_trials": str(trials)}
+        outcome = execute(RunSpec("nevis-mini", "finetune", sets, out=out, device="cpu"), catalog)
+        flops[trials] = outcome.summary["train_flops"]
+    df = read_results(out)
+    trials = df[df.metric == "trial_dev_error"].copy()
+    trials["task"] = trials.trained_upto.str.split("@").str[0]
+    trials["index"] = trials.trained_upto.str.split("@trial").str[1].astype(int)
+    selected = df[df.metric == "selected_trial"].set_index("trained_upto").value
+    chosen = df[df.metric == "selected_dev_error"].set_index("trained_upto").value
+    assert len(selected) == 10
+    for task, rows in trials.groupby("task"):
+        rows = rows.sort_values("index")
+        best = rows.value.to_numpy().argmin()  # the first of ties, as dm_nevis' strict <
+        assert selected[task] == best and chosen[task] == rows.value.min()
+    # two trials of the same length, no retrain: exactly twice the training of no search
+    assert flops[2] == pytest.approx(2 * flops[0], rel=0.02)
+    # scored on dev_test: the weighted average uses the dev_test sizes
+    stream = catalog.streams.get("nevis-mini").factory()
+    sizes = {e.name: len(e.dev_test) for e in stream.experiences}
+    err = df[df.metric == "error_after_learning"].set_index("eval_experience").value
+    weighted = sum(err[k] * n for k, n in sizes.items()) / sum(sizes.values())
+    assert outcome.summary["weighted_avg_error_after_learning"] == pytest.approx(weighted)
+
+
+def test_eval_split_dev_test_needs_a_stream_that_holds_one_out(catalog, out):
+    from cladapt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no dev_test split"):
+        execute(RunSpec("digits", "finetune", {"eval_split": "dev_test"}, out=out), catalog)

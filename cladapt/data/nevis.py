@@ -93,9 +93,34 @@ def open_task(
     return train, test, list(train.classes)
 
 
-def split_dev(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """(train, dev): a fixed random ``fraction`` of the training set, held out for selection."""
+def split_train_dev_dev_test(
+    train: Dataset, seed: int, fractions: tuple[float, float] = (0.7, 0.15)
+) -> tuple[Dataset, Dataset, Dataset]:
+    """dm_nevis' split of a training set without official dev splits: train / dev / dev_test
+    = the first ``int(0.7 n)``, the next ``int(0.15 n)`` and the rest (``nevis_stream.py``,
+    ``_dataset_splits_for_tfds``), of a fixed seeded shuffle (TFDS's own file order is not
+    available here)."""
     n = len(train)  # type: ignore[arg-type]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    n_dev = max(1, int(round(fraction * n))) if n > 1 else 0
-    return Subset(train, order[n_dev:]), Subset(train, order[:n_dev])
+    n_train, n_dev = int(n * fractions[0]), int(n * fractions[1])
+    return (
+        Subset(train, order[:n_train]),
+        Subset(train, order[n_train : n_train + n_dev]),
+        Subset(train, order[n_train + n_dev :]),
+    )
+
+
+def open_prepared_splits(
+    root: Path, task: dict[str, Any], size: int, classes: list[str]
+) -> tuple[Dataset, Dataset] | None:
+    """(dev, dev_test) from ``nevis/<key>/{dev,dev-test}/<class>/*`` when a task's folders have
+    them (dm_nevis' prepared datasets name their splits train / dev / dev-test / test); the
+    train folder then holds the training split only. None when the task has no such folders."""
+    base = root / "nevis" / task["key"]
+    if not (base / "dev").is_dir() and not (base / "dev-test").is_dir():
+        return None
+    dev, dev_test = _folder(root, task, "dev", size), _folder(root, task, "dev-test", size)
+    for split, ds in (("dev", dev), ("dev-test", dev_test)):
+        if ds.classes != classes:
+            raise DataError(f"{base}: {split} and train class folders differ")
+    return dev, dev_test

@@ -93,8 +93,18 @@ def render_font_digits(n: int, size: int, seed: int) -> tuple[torch.Tensor, torc
     return _render(n, size, seed)
 
 
+def render_font_symbols(
+    symbols: str, n: int, size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """As :func:`render_font_digits` for any characters (label i = ``symbols[i]``), e.g. the
+    letters the small CNN is pre-trained on (``cladapt.models.letters_pretrain``)."""
+    return _render(n, size, seed, symbols)
+
+
 @functools.lru_cache(maxsize=4)
-def _render(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _render(
+    n: int, size: int, seed: int, symbols: str = "0123456789"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rendered once per machine (a few seconds of PIL per thousand images) and cached on disk,
     keyed by the arguments, the fonts and this code."""
     import matplotlib
@@ -109,11 +119,16 @@ def _render(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         "matplotlib": matplotlib.__version__,
         "code": code_digest(_draw, _contrasting_colours),
     }
-    x, y = cached_tensors("fonts-digits", facts, lambda: _draw(n, size, seed))
+    name = "fonts-digits"
+    if symbols != "0123456789":
+        facts["symbols"], name = symbols, "fonts-symbols"
+    x, y = cached_tensors(name, facts, lambda: _draw(n, size, seed, symbols))
     return x, y
 
 
-def _draw(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _draw(
+    n: int, size: int, seed: int, symbols: str = "0123456789"
+) -> tuple[torch.Tensor, torch.Tensor]:
     from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
     rng = np.random.default_rng(seed)
@@ -122,10 +137,10 @@ def _draw(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         from cladapt.errors import DataError
 
         raise DataError("matplotlib's bundled TrueType fonts were not found")
-    labels = rng.integers(0, 10, n)
+    labels = rng.integers(0, len(symbols), n)
     canvas = 2 * size
     out = np.empty((n, size, size, 3), np.uint8)
-    for i, digit in enumerate(labels):
+    for i, label in enumerate(labels):
         face = str(fonts[rng.integers(len(fonts))])
         font = ImageFont.truetype(face, int(rng.uniform(0.7, 1.1) * size))
         fg, bg = _contrasting_colours(rng)
@@ -135,7 +150,7 @@ def _draw(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         centre = canvas / 2 + rng.uniform(-0.12, 0.12, 2) * size
         draw.text(
             tuple(centre),
-            str(digit),
+            symbols[label],
             font=font,
             fill=fg,
             anchor="mm",

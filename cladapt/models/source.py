@@ -109,8 +109,28 @@ def train_source_model(
     """Adam + cosine schedule, cross-entropy on the clean labelled source split, with the
     label-preserving augmentation of the module docstring."""
     assert stream.source is not None and stream.source.train is not None
+    train_classifier(
+        model,
+        stream.source.train,
+        device,
+        recipe,
+        progress,
+        hflip=stream.tta_augmentation.hflip,
+        label=f"train source model ({stream.source_id})",
+    )
+
+
+def train_classifier(
+    model: nn.Module,
+    data,
+    device: torch.device,
+    recipe: SourceRecipe,
+    progress,
+    hflip: bool,
+    label: str,
+) -> None:
+    """The recipe's training loop on a labelled dataset (also the harness's pre-training)."""
     generator = seed_everything(recipe.seed)
-    data = stream.source.train
     steps = recipe.epochs * num_batches(data, recipe.batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -121,8 +141,8 @@ def train_source_model(
             yield from iterate(data, recipe.batch_size, device, shuffle=True, generator=generator)
 
     last = None
-    for x, y in progress.track(batches(), steps, f"train source model ({stream.source_id})"):
-        x = random_crop_flip(x, recipe.translate, stream.tta_augmentation.hflip, generator)
+    for x, y in progress.track(batches(), steps, label):
+        x = random_crop_flip(x, recipe.translate, hflip, generator)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,5 +150,5 @@ def train_source_model(
         sched.step()
         last = loss.detach()
     if last is not None and not torch.isfinite(last):
-        raise DivergenceError("source model training diverged (NaN loss)")
+        raise DivergenceError(f"{label}: training diverged (NaN loss)")
     model.eval()

@@ -8,6 +8,8 @@ training and evaluation).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,9 +20,18 @@ from cladapt import metrics
 from cladapt.batch import Batch
 from cladapt.config import param
 from cladapt.context import Run
-from cladapt.data.batching import concat_datasets, iterate, num_batches
+from cladapt.data.batching import iterate, num_batches
+from cladapt.errors import ConfigError
 from cladapt.flops import FlopMeter
 from cladapt.protocols.base import ProtocolResult, check_finite, class_mask, evaluate, train_step
+from cladapt.protocols.selection import (
+    BestOnDev,
+    Trial,
+    capture,
+    grid_search_space,
+    load,
+    random_search_space,
+)
 from cladapt.results import Record
 from cladapt.stream import Experience
 
@@ -43,10 +54,26 @@ class ContinualConfig:
     )
     check_every: int = param(25, "check for NaN/inf losses every N steps", ge=1)
     count_flops: bool = param(True, "count training and inference FLOPs (torch.utils.flop_counter)")
+    search_trials: int = param(
+        0,
+        "dm_nevis model selection: trials per task (lr log-uniform in [1e-4, 1e-1], label "
+        "smoothing uniform in [0, 0.3]), each kept at its best dev error; the best trial goes on, "
+        "no retraining (nevis: 16); 0: off",
+        ge=0,
+    )
     lr_grid: tuple[float, ...] = param(
         (),
-        "NEVIS-style selection: try each lr on the task's dev split, then retrain on train+dev",
+        "model selection over these learning rates instead of the random search (same trial "
+        "procedure: best dev checkpoint, best trial kept, no retraining)",
         gt=0,
+    )
+    eval_split: Literal["test", "dev_test"] = param(
+        "test",
+        "what the accuracy matrix is measured on: each task's test split, or its dev_test split "
+        "(dm_nevis' development evaluation; NEVIS streams only)",
+    )
+    validate_every: int = param(
+        0, "dev validation every N steps of a selection trial (dm_nevis: 1000); 0: each epoch", ge=0
     )
 
 
@@ -61,6 +88,7 @@ class ContinualProtocol:
         T = len(stream.experiences)
         R = np.full((T + 1, T), np.nan)
         masks = [class_mask(run, e) for e in stream.experiences]
+        scored = evaluation_views(stream.experiences, cfg.eval_split)
 
         run.model = run.create_model()
         run.hook.cladapt_setup(run=run)
@@ -78,8 +106,7 @@ class ContinualProtocol:
                 run.model.refresh_head()
             meter = FlopMeter() if cfg.count_flops else None
             accs = [
-                evaluate(run, e, masks[j], cfg.eval_batch_size, meter)
-                for j, e in enumerate(stream.experiences)
+                evaluate(run, e, masks[j], cfg.eval_batch_size, meter) for j, e in enumerate(scored)
             ]
             R[row] = torch.stack(accs).cpu().numpy()  # one host sync per row
             records = [
@@ -90,7 +117,7 @@ class ContinualProtocol:
                 flops["inference_flops"] += meter.total
                 records.append(Record("inference_flops", meter.total, trained_upto=label))
             if row > 0:  # NEVIS-style: test error on a task right after learning it
-                exp = stream.experiences[row - 1]
+                exp = scored[row - 1]
                 error = 100.0 - R[row, row - 1]
                 records.append(Record("error_after_learning", error, label, exp.name))
                 if exp.classes is not None and len(exp.classes) > 5:  # dm_nevis' top-5
@@ -103,11 +130,20 @@ class ContinualProtocol:
 
         evaluate_all(0, "initial")  # before any training: random init or zero-shot
 
-        def fit(data, mask, meter: FlopMeter | None, label: str) -> None:
+        def fit(
+            data,
+            mask,
+            meter: FlopMeter | None,
+            label: str,
+            validate: Callable[[], None] | None = None,
+        ) -> None:
+            """Train ``steps`` steps; with ``validate``: call it after the first step, every
+            ``validate_every`` steps (0: every epoch) and after the last (dm_nevis)."""
             steps = steps_per_experience(cfg, data, epochs, iterations)
             run.state["steps_this_experience"] = steps  # for per-task schedules
             if steps == 0:
                 return
+            every = cfg.validate_every or num_batches(data, cfg.batch_size)
             run.model.train()
 
             def batches():
@@ -123,9 +159,14 @@ class ContinualProtocol:
                         if done == steps:
                             return
 
-            for batch in run.progress.track(batches(), steps, label):
+            for step, batch in enumerate(run.progress.track(batches(), steps, label)):
                 train_step(run, batch, cfg.check_every, meter)
+                if validate is not None and step % every == 0 and step < steps - 1:
+                    validate()
+                    run.model.train()
             check_finite(run, parameters=True)
+            if validate is not None:
+                validate()
 
         for t, exp in enumerate(stream.experiences):
             run.experience, run.experience_index = exp, t
@@ -134,9 +175,10 @@ class ContinualProtocol:
             run.hook.cladapt_before_experience(run=run, experience=exp)
             data = run.hook.cladapt_train_data(run=run, experience=exp) or exp.train
             meter = FlopMeter() if cfg.count_flops else None
-            if cfg.lr_grid and exp.dev is not None and run.optimizer is not None:
-                data = self.select_lr(run, exp, data, masks[t], meter, fit)
-            fit(data, masks[t], meter, f"train {exp.name}")
+            if (cfg.search_trials or cfg.lr_grid) and exp.dev is not None and run.optimizer:
+                self.select(run, t, exp, data, masks[t], meter, fit)
+            else:
+                fit(data, masks[t], meter, f"train {exp.name}")
             peak_trainable = max(peak_trainable, run.trainable_parameters())
             run.hook.cladapt_after_experience(run=run, experience=exp)
             if meter is not None:
@@ -146,7 +188,7 @@ class ContinualProtocol:
                 )
             evaluate_all(t + 1, exp.name)
 
-        sizes = [len(e.test) if e.test is not None else 0 for e in stream.experiences]
+        sizes = [len(e.test) if e.test is not None else 0 for e in scored]
         headline = metrics.continual_summary(R, sizes)
         tables = {"accuracy_matrix": R, "names": [e.name for e in stream.experiences]}
         if stream.prompts is not None:  # zero-shot capable: MTIL's metrics (Zheng et al. 2023)
@@ -167,31 +209,79 @@ class ContinualProtocol:
             headline |= flops
         return ProtocolResult(headline=headline, tables=tables)
 
-    def select_lr(self, run: Run, exp, data, mask, meter, fit):
-        """Train with each learning rate of the grid from the same starting state, score on the dev
-        split, restore, set the best rate and return train + dev to train on (as NEVIS'22 does).
-        The search's compute is counted in the task's ``train_flops``. Strategy state outside the
-        model and optimizer (teachers, anchors) is not rewound between trials."""
+    def select(self, run: Run, t: int, exp: Experience, data, mask, meter, fit) -> None:
+        """dm_nevis' per-task model selection (:mod:`cladapt.protocols.selection`): every trial
+        trains from the same starting state, keeping its lowest-dev-error state; the trial whose
+        last dev error is lowest goes on, nothing is retrained on train + dev. Every trial's
+        training counts in ``train_flops``. Strategy state outside the model and optimizer
+        (teachers, anchors) is not rewound between trials."""
         cfg: ContinualConfig = run.params
-        run.snapshot()
+        trials = (
+            grid_search_space(cfg.lr_grid, cfg.label_smoothing)
+            if cfg.lr_grid
+            else random_search_space(t, cfg.search_trials)
+        )
         dev = Experience(f"{exp.name}/dev", test=exp.dev)
-        scores = {}
-        for lr in cfg.lr_grid:
-            run.restore()
+        start = capture(run.model, run.optimizer)
+        smoothing = cfg.label_smoothing
+        best: tuple[float, int, Trial, BestOnDev] | None = None
+        records = []
+        for i, trial in enumerate(trials):
+            load(run.model, run.optimizer, start)
+            cfg.label_smoothing = trial.label_smoothing  # read by the default loss
+            run.state["lr_override"] = trial.lr  # read by strategies with a schedule
             for group in run.optimizer.param_groups:
-                group["lr"] = lr
-            fit(data, mask, meter, f"search {exp.name} lr={lr:g}")
-            scores[lr] = float(evaluate(run, dev, mask, cfg.eval_batch_size))
-        best = max(scores, key=scores.get)  # ties: the first in the grid
-        run.restore()
-        for group in run.optimizer.param_groups:
-            group["lr"] = best
-        records = [
-            Record("dev_accuracy", v, f"{exp.name}@lr={lr:g}", dev.name) for lr, v in scores.items()
+                group["lr"] = trial.lr
+            restart = getattr(run.strategy, "restart_schedule", None)
+            if restart is not None:
+                restart(run)
+            kept = BestOnDev()
+
+            def validate(kept: BestOnDev = kept) -> None:
+                error = 100.0 - float(evaluate(run, dev, mask, cfg.eval_batch_size))
+                kept.offer(error, run.model, run.optimizer)
+
+            fit(data, mask, meter, f"trial {i + 1}/{len(trials)} {exp.name}", validate)
+            label = f"{exp.name}@trial{i}"
+            records += [
+                Record("trial_lr", trial.lr, label, dev.name),
+                Record("trial_label_smoothing", trial.label_smoothing, label, dev.name),
+                Record("trial_dev_error", kept.last_error, label, dev.name),
+                Record("trial_best_dev_error", kept.best_error, label, dev.name),
+            ]
+            if kept.state is not None and (best is None or kept.last_error < best[0]):
+                best = (kept.last_error, i, trial, kept)
+        cfg.label_smoothing = smoothing
+        run.state.pop("lr_override", None)
+        if best is None:  # no step was taken: the starting state stays
+            load(run.model, run.optimizer, start)
+            return
+        cost, index, trial, kept = best
+        load(run.model, run.optimizer, kept.state)
+        records += [
+            Record("selected_trial", float(index), exp.name, exp.name),
+            Record("selected_lr", trial.lr, exp.name, exp.name),
+            Record("selected_label_smoothing", trial.label_smoothing, exp.name, exp.name),
+            Record("selected_dev_error", cost, exp.name, exp.name),
         ]
-        records.append(Record("selected_lr", best, exp.name, exp.name))
         run.hook.cladapt_evaluated(run=run, records=records)
-        return concat_datasets([data, exp.dev])
+
+
+def evaluation_views(experiences: list[Experience], split: str) -> list[Experience]:
+    """The experiences as evaluated: themselves (``test``), or views whose test data is their
+    ``dev_test`` split; a task without one is a one-line error."""
+    if split == "test":
+        return list(experiences)
+    missing = [e.name for e in experiences if e.dev_test is None]
+    if missing:
+        raise ConfigError(
+            f"eval_split=dev_test: {len(missing)} tasks have no dev_test split (e.g. "
+            f"{missing[0]!r}); only NEVIS streams hold one out"
+        )
+    return [
+        dataclasses.replace(e, test=e.dev_test, train=None, dev=None, unlabelled=None)
+        for e in experiences
+    ]
 
 
 def steps_per_experience(cfg: ContinualConfig, data, epochs: int, iterations: int) -> int:

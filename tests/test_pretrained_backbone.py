@@ -1,0 +1,62 @@
+"""``small-cnn --pretrained``: the trunk pre-trained by the harness on rendered letters (the
+simple-baseline miniature), and result rows that say which weights a run used."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+import torch
+
+from cladapt.results import read_results
+from cladapt.runner import RunSpec, execute, model_label
+
+
+def test_the_model_column_names_the_weights():
+    assert model_label("small-cnn", False, None) == "small-cnn"
+    assert model_label("small-cnn", True, None) == "small-cnn+pretrained"
+    assert model_label("ViT-B-16", "openai", None) == "ViT-B-16+openai"
+    assert model_label("ViT-B-16", "/w/open_clip_model.safetensors", None) == (
+        "ViT-B-16+open_clip_model.safetensors"
+    )
+    assert model_label("small-cnn", False, "/tmp/source.pt") == "small-cnn@source.pt"
+
+
+def test_pretrained_small_cnn_loads_the_letters_trunk_once(catalog, out, tmp_path, monkeypatch):
+    from cladapt.models import letters_pretrain as lp
+    from cladapt.models.checkpoints import load_cached
+    from cladapt.models.small_cnn import SmallCNN
+
+    monkeypatch.setenv("CLADAPT_CACHE", str(tmp_path / "cache"))  # a fresh cache: pre-train here
+    tiny = functools.partial(lp.LettersRecipe, images=208, epochs=1, batch_size=64)
+    monkeypatch.setattr(lp, "LettersRecipe", tiny)
+    trained = []
+    real = lp.pretrain
+    monkeypatch.setattr(lp, "pretrain", lambda *a, **k: trained.append(1) or real(*a, **k))
+
+    for seed in (0, 1):
+        outcome = execute(
+            RunSpec("digits", "nmc", {"epochs": "1"}, seed=seed, pretrained=True, out=out),
+            catalog,
+        )
+    assert trained == [1]  # pre-trained once, then loaded from the cache
+    donor = SmallCNN(num_classes=len(lp.LETTERS))
+    assert load_cached(donor, lp.ensure_pretrained((3, 32, 32)))
+    model = outcome.run.model
+    model = getattr(model, "model", model)
+    trunk, loaded = model.features.state_dict(), donor.features.state_dict()
+    for a, b in zip(trunk.values(), loaded.values(), strict=True):
+        assert torch.equal(a.cpu(), b)  # nmc never trains the trunk
+    assert model.head.out_features == 10  # the stream's head, not the letters'
+    rows = read_results(out)
+    assert set(rows.model) == {"small-cnn+pretrained"}
+    assert all(json.loads(p)["pretrained"] is True for p in rows.params_json)
+
+
+def test_pretrained_small_cnn_needs_32px_rgb():
+    from cladapt.errors import ConfigError
+    from cladapt.models.letters_pretrain import ensure_pretrained
+
+    with pytest.raises(ConfigError, match="3x32x32"):
+        ensure_pretrained((1, 28, 28))
