@@ -221,6 +221,8 @@ def build_nevis_mini(
     name: str, d: dict[str, Any], data_root: str | None = None, seed: int = 0
 ) -> Stream:
     """Tasks with separate label spaces, laid side by side in one global label space."""
+    from cladapt.data.nevis import dev_split_sizes
+
     exps, class_names = [], []
     for t in d["tasks"]:
         xtr, ytr, xte, yte, names = _nevis_mini_task(t)
@@ -228,7 +230,7 @@ def build_nevis_mini(
         class_names += [f"{t['name']}:{c}" for c in names]
         # dm_nevis' 70 / 15 / 15 train / dev / dev_test split of the training data (the
         # generated order is already random), plus the separate test split
-        n_train, n_dev = int(0.7 * len(ytr)), int(0.15 * len(ytr))
+        n_train, n_dev = dev_split_sizes(len(ytr))
         cut = [n_train, n_train + n_dev]
         (x_tr, x_dev, x_dt), (y_tr, y_dev, y_dt) = xtr.tensor_split(cut), ytr.tensor_split(cut)
         exps.append(

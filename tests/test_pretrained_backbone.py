@@ -60,3 +60,41 @@ def test_pretrained_small_cnn_needs_32px_rgb():
 
     with pytest.raises(ConfigError, match="3x32x32"):
         ensure_pretrained((1, 28, 28))
+
+
+def test_an_unusable_cached_trunk_is_rebuilt_and_loaded(tmp_path, monkeypatch):
+    from cladapt.models import letters_pretrain as lp
+    from cladapt.models.checkpoints import load_cached
+    from cladapt.models.small_cnn import SmallCNN
+
+    monkeypatch.setenv("CLADAPT_CACHE", str(tmp_path / "cache"))
+    tiny = functools.partial(lp.LettersRecipe, images=128, epochs=1, batch_size=64)
+    monkeypatch.setattr(lp, "LettersRecipe", tiny)
+    path = lp.ensure_pretrained((3, 32, 32))
+    path.write_bytes(b"truncated by a full disk")
+
+    model = SmallCNN(num_classes=10)
+    with pytest.warns(UserWarning, match="unusable"):
+        lp.load_pretrained_backbone(model, (3, 32, 32))
+    donor = SmallCNN(num_classes=len(lp.LETTERS))
+    assert load_cached(donor, path)  # the rebuilt file
+    for a, b in zip(
+        model.features.state_dict().values(), donor.features.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_a_trunk_that_cannot_be_loaded_is_an_error_not_random_weights(tmp_path, monkeypatch):
+    from cladapt.errors import DataError
+    from cladapt.models import letters_pretrain as lp
+    from cladapt.models.small_cnn import SmallCNN
+
+    bad = tmp_path / "small-cnn-letters.pt"
+
+    def always_unusable(input_shape, progress=None):
+        bad.write_bytes(b"not a checkpoint")
+        return bad
+
+    monkeypatch.setattr(lp, "ensure_pretrained", always_unusable)
+    with pytest.warns(UserWarning, match="unusable"), pytest.raises(DataError):
+        lp.load_pretrained_backbone(SmallCNN(num_classes=10), (3, 32, 32))

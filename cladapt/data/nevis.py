@@ -93,16 +93,19 @@ def open_task(
     return train, test, list(train.classes)
 
 
-def split_train_dev_dev_test(
-    train: Dataset, seed: int, fractions: tuple[float, float] = (0.7, 0.15)
-) -> tuple[Dataset, Dataset, Dataset]:
+def dev_split_sizes(n: int, fractions: tuple[float, float] = (0.7, 0.15)) -> tuple[int, int]:
+    """dm_nevis' train and dev sizes of ``n`` training examples (dev_test: the rest)."""
+    return int(n * fractions[0]), int(n * fractions[1])
+
+
+def split_train_dev_dev_test(train: Dataset, seed: int) -> tuple[Dataset, Dataset, Dataset]:
     """dm_nevis' split of a training set without official dev splits: train / dev / dev_test
     = the first ``int(0.7 n)``, the next ``int(0.15 n)`` and the rest (``nevis_stream.py``,
     ``_dataset_splits_for_tfds``), of a fixed seeded shuffle (TFDS's own file order is not
     available here)."""
     n = len(train)  # type: ignore[arg-type]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    n_train, n_dev = int(n * fractions[0]), int(n * fractions[1])
+    n_train, n_dev = dev_split_sizes(n)
     return (
         Subset(train, order[:n_train]),
         Subset(train, order[n_train : n_train + n_dev]),

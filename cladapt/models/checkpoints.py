@@ -96,6 +96,19 @@ def _atomic_save(path: Path, obj: Any) -> None:
             os.unlink(tmp)
 
 
+def ensure_checkpoint(
+    path: Path, train: Callable[[], torch.nn.Module], meta: dict[str, Any]
+) -> Path:
+    """``path`` if this machine has it; otherwise ``train()`` a model and save its weights
+    there, once across processes (parallel bench workers wait for the first and reuse it)."""
+    if path.is_file():
+        return path
+    with preparing(path):
+        if not path.is_file():  # another process may have made it while this one waited
+            save_checkpoint(path, train().state_dict(), meta)
+    return path
+
+
 def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write atomically: a crash mid-save never leaves a truncated checkpoint behind."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,11 +21,10 @@ from torch import nn
 from cladapt.device import resolve_device
 from cladapt.models.checkpoints import (
     cache_dir,
+    ensure_checkpoint,
     fingerprint,
     load_cached,
     load_into,
-    preparing,
-    save_checkpoint,
 )
 from cladapt.progress import NullProgress
 
@@ -99,22 +98,17 @@ def pretrain(model: nn.Module, recipe: PretrainRecipe, device: torch.device, pro
 
 def ensure_pretrained(input_shape: tuple[int, int, int], progress=None) -> Path:
     """Pre-train and cache the tiny CLIP for ``input_shape`` unless this machine has it."""
-    path = checkpoint_path(input_shape, PretrainRecipe())
-    if path.is_file():
-        return path
-    with preparing(path):  # parallel bench workers pre-train it once; the others wait
-        if path.is_file():
-            return path
-        from cladapt.models.clip import tiny_clip
+    from cladapt.models.clip import tiny_clip
 
+    def train() -> nn.Module:
         torch.manual_seed(PretrainRecipe().seed)  # the same initial weights on every machine
         model = tiny_clip(1, input_shape)
         device = resolve_device("auto")
         pretrain(model.to(device), PretrainRecipe(), device, progress)
-        save_checkpoint(
-            path, model.state_dict(), {"model": "clip-tiny", **asdict(PretrainRecipe())}
-        )
-    return path
+        return model
+
+    meta = {"model": "clip-tiny", **asdict(PretrainRecipe())}
+    return ensure_checkpoint(checkpoint_path(input_shape, PretrainRecipe()), train, meta)
 
 
 def load_pretrained_tiny_clip(model: nn.Module, input_shape: tuple[int, int, int]) -> None:

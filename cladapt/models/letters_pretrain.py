@@ -25,10 +25,10 @@ from cladapt.device import resolve_device
 from cladapt.models.checkpoints import (
     cache_dir,
     code_digest,
+    ensure_checkpoint,
     fingerprint,
     load_cached,
-    preparing,
-    save_checkpoint,
+    load_into,
 )
 from cladapt.progress import NullProgress
 
@@ -88,18 +88,16 @@ def ensure_pretrained(input_shape: tuple[int, int, int], progress=None) -> Path:
             f"not {'x'.join(map(str, input_shape))}"
         )
     recipe = LettersRecipe()
-    path = checkpoint_path(input_shape, recipe)
-    if path.is_file():
-        return path
-    with preparing(path):  # parallel bench workers pre-train it once; the others wait
-        if path.is_file():
-            return path
+
+    def train() -> nn.Module:
         torch.manual_seed(recipe.seed)
         model = SmallCNN(num_classes=len(LETTERS))
         device = resolve_device("auto")
         pretrain(model.to(device), recipe, device, progress or NullProgress())
-        save_checkpoint(path, model.state_dict(), {"model": "small-cnn", **asdict(recipe)})
-    return path
+        return model
+
+    meta = {"model": "small-cnn", **asdict(recipe)}
+    return ensure_checkpoint(checkpoint_path(input_shape, recipe), train, meta)
 
 
 def load_pretrained_backbone(model: nn.Module, input_shape: tuple[int, int, int]) -> None:
@@ -110,5 +108,5 @@ def load_pretrained_backbone(model: nn.Module, input_shape: tuple[int, int, int]
     donor = SmallCNN(num_classes=len(LETTERS))
     path = ensure_pretrained(input_shape)
     if not load_cached(donor, path):  # an unusable file was deleted: make it again
-        load_cached(donor, ensure_pretrained(input_shape))
+        load_into(donor, ensure_pretrained(input_shape))
     model.features.load_state_dict(donor.features.state_dict())
