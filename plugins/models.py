@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from cladapt.hookspecs import hookimpl
 from cladapt.models.small_cnn import SmallCNN
 from cladapt.registry import ModelRegistry
@@ -67,4 +69,11 @@ def register_tiny_clip(registry: ModelRegistry) -> None:
         "tiny open_clip CLIP (ViT width 64, 2+2 layers); --pretrained: pre-trained by the harness "
         "on generated image-caption pairs (cached)",
         prepare=ensure_pretrained,
+    )
+    registry.add(
+        "clip-tiny-rn",
+        partial(tiny_clip, tower="resnet"),
+        "tiny open_clip CLIP with CLIP's modified-ResNet image tower (width 8, sides a multiple "
+        "of 32); --pretrained: its own harness pre-training (cached); see docs/mtil.md",
+        prepare=partial(ensure_pretrained, tower="resnet"),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -158,6 +159,27 @@ def _tiny(prompts):
     return tiny_clip(len(prompts), (3, 32, 32), prompts=prompts).eval()
 
 
+def test_clip_tiny_rn_is_a_resnet_clip_with_its_own_checkpoint(catalog):
+    """clip-tiny-rn: CLIP's modified ResNet image tower behind the same head, cached apart from
+    clip-tiny (its pre-training must never load ViT weights); sides not a multiple of 32 are a
+    one-line data error."""
+    from open_clip.modified_resnet import ModifiedResNet
+
+    from cladapt.errors import DataError
+    from cladapt.models.clip_pretrain import RECIPES, checkpoint_path
+    from cladapt.models.factory import create_model
+
+    prompts = [["a circle"], ["a square"], ["a cross"]]
+    torch.manual_seed(0)
+    model = create_model(catalog.models, "clip-tiny-rn", 3, (3, 32, 32), prompts=prompts)
+    assert isinstance(model.clip.visual, ModifiedResNet)
+    assert model.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+    vit, rn = (checkpoint_path((3, 32, 32), RECIPES[t], t) for t in ("vit", "resnet"))
+    assert vit != rn and rn.name.startswith("clip-tiny-rn-")
+    with pytest.raises(DataError, match="multiple of 32"):
+        tiny_clip(3, (3, 28, 28), prompts=prompts, tower="resnet")
+
+
 def test_zero_shot_head_is_the_normalised_mean_of_prompt_features():
     prompts = [["a circle", "one circle"], ["a square", "a big square", "the square"]]
     model = _tiny(prompts)
@@ -302,6 +324,24 @@ def test_wise_ft_with_alpha_zero_returns_to_the_zero_shot_model(catalog, tmp_pat
 def test_lwf_runs_on_mtil_mini(catalog, tmp_path):
     s = _run(catalog, "lwf", tmp_path / "r.csv", iterations=5)
     assert 0 < s["last"] <= 100 and s["trainable_params"] > 0
+
+
+def test_zscl_without_its_regularisers_is_finetune(catalog, tmp_path):
+    """ZSCL = fine-tuning + distillation + L2 anchor + weight ensemble: with all four off it must
+    reproduce finetune's accuracy matrix (docs/mtil.md uses this to locate where ZSCL stops
+    learning on mtil-mini)."""
+    off = {"image_loss": 0, "text_loss": 0, "l2": 0, "we": False}
+    out = tmp_path / "r.csv"
+    _run(catalog, "finetune", out, iterations=5)
+    _run(catalog, "zscl", out, iterations=5, **off)
+    rows = read_results(out)
+    acc = rows[(rows.row_type == "eval") & (rows.metric == "accuracy")]
+    ft, zscl = (
+        acc[acc.strategy == s].set_index(["trained_upto", "eval_experience"]).value
+        for s in ("finetune", "zscl")
+    )
+    assert len(ft) == 7 * 8 and ft.std() > 0
+    pd.testing.assert_series_equal(ft, zscl, check_exact=False, atol=1e-9)
 
 
 def test_weight_ensemble_merges_as_often_as_zscl(catalog, tmp_path):

@@ -220,30 +220,45 @@ def create_open_clip(
     )
 
 
+TINY_TOWERS = ("vit", "resnet")
+
+
 def tiny_clip(
     num_classes: int,
     input_shape: tuple[int, int, int],
     pretrained: bool | str = False,
     prompts: Sequence[Sequence[str]] | None = None,
     class_names: Sequence[str] | None = None,
+    tower: str = "vit",
     **_,
 ) -> ClipClassifier:
-    """A tiny open_clip CLIP (ViT on a 4x4 grid of patches, width 64, 2+2 layers, 16-token
-    texts) built from a custom config, for small images. ``pretrained`` loads the cached weights
-    the harness trains on generated image-caption pairs (``cladapt.models.clip_pretrain``)."""
+    """A tiny open_clip CLIP built from a custom config for small images: a 2-layer width-64
+    text tower over 16-token texts and one of two image towers, ``vit`` (ViT on a 4x4 grid of
+    patches, width 64, 2 layers; ``clip-tiny``) or ``resnet`` (CLIP's modified ResNet, one
+    bottleneck per stage, width 8, attention pooling; ``clip-tiny-rn``, sides a multiple of 32).
+    ``pretrained`` loads the cached weights the harness trains on generated image-caption pairs
+    (``cladapt.models.clip_pretrain``), one checkpoint per tower."""
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
 
+    if tower not in TINY_TOWERS:
+        raise CladaptError(f"unknown clip-tiny tower {tower!r}; choose from {TINY_TOWERS}")
+    side = input_shape[1]
+    if tower == "resnet":
+        if side % 32 or input_shape[2] != side:
+            raise DataError(
+                f"clip-tiny-rn needs square images whose side is a multiple of 32 (got "
+                f"{input_shape[1]}x{input_shape[2]}): its ResNet tower downsamples by 32"
+            )
+        vision = open_clip.CLIPVisionCfg(layers=(1, 1, 1, 1), width=8, image_size=side)
+    else:
+        vision = open_clip.CLIPVisionCfg(
+            layers=2, width=64, head_width=32, patch_size=max(side // 4, 1), image_size=side
+        )
     context = 16
     clip = open_clip.CLIP(
         embed_dim=64,
-        vision_cfg=open_clip.CLIPVisionCfg(
-            layers=2,
-            width=64,
-            head_width=32,
-            patch_size=max(input_shape[1] // 4, 1),
-            image_size=input_shape[1],
-        ),
+        vision_cfg=vision,
         text_cfg=open_clip.CLIPTextCfg(context_length=context, width=64, heads=2, layers=2),
     )
     prompts = prompts or class_prompts(class_names or [str(i) for i in range(num_classes)])
@@ -251,5 +266,5 @@ def tiny_clip(
     if pretrained:
         from cladapt.models.clip_pretrain import load_pretrained_tiny_clip
 
-        load_pretrained_tiny_clip(model, input_shape)
+        load_pretrained_tiny_clip(model, input_shape, tower)
     return model
