@@ -22,7 +22,6 @@ stream*; see docs/mtil.md "mtil-mini's learning gains" for what this shows.
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import zlib
 from pathlib import Path
@@ -36,6 +35,7 @@ import cladapt.data.mtil_mini as mm
 from cladapt.hookspecs import hookimpl
 from cladapt.manager import load_catalog
 from cladapt.models.clip import tiny_clip
+from cladapt.optim import warmup_cosine
 from cladapt.results import read_results
 from cladapt.runner import RunSpec, execute
 
@@ -50,12 +50,7 @@ def fine_tune(model, cls: torch.Tensor, x: torch.Tensor, y: torch.Tensor, iterat
     model.set_task_classes(cls)
     opt = torch.optim.AdamW(model.parameters(), lr=ARGS.lr, weight_decay=0.0)
 
-    def lr_at(s: int) -> float:
-        return (
-            (s + 1) / 10 if s < 10 else 0.5 * (1 + math.cos(math.pi * (s - 10) / (iterations - 10)))
-        )
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, iterations, 10))
     g = torch.Generator().manual_seed(1)
     for _ in range(iterations):
         i = torch.randint(0, len(y), (32,), generator=g)

@@ -45,6 +45,7 @@ class PretrainRecipe:
 # its first use near a minute and a half
 RECIPES = {"vit": PretrainRecipe(), "resnet": PretrainRecipe(steps=500)}
 _ARCH_KEYS = {"vit": "v1", "resnet": "rn-v1"}  # "v1": the ViT's cached files stay valid
+MODEL_NAMES = {"vit": "clip-tiny", "resnet": "clip-tiny-rn"}
 
 
 def checkpoint_path(
@@ -56,8 +57,7 @@ def checkpoint_path(
         generator=GENERATOR_VERSION,
         arch=_ARCH_KEYS[tower],
     )
-    name = "clip-tiny" if tower == "vit" else "clip-tiny-rn"
-    return cache_dir() / "clip" / f"{name}-{key}.pt"
+    return cache_dir() / "clip" / f"{MODEL_NAMES[tower]}-{key}.pt"
 
 
 def contrastive_loss(
@@ -122,7 +122,7 @@ def ensure_pretrained(input_shape: tuple[int, int, int], progress=None, tower: s
         pretrain(model.to(device), recipe, device, progress)
         return model
 
-    meta = {"model": "clip-tiny" if tower == "vit" else "clip-tiny-rn", **asdict(recipe)}
+    meta = {"model": MODEL_NAMES[tower], **asdict(recipe)}
     return ensure_checkpoint(checkpoint_path(input_shape, recipe, tower), train, meta)
 
 
