@@ -58,14 +58,20 @@ def main() -> None:
     print(gain_table(rows))
 
 
+def learned_after(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Zero-shot accuracy per task and the accuracy right after learning it (R[t, t]) per
+    (strategy, task), means over seeds."""
+    acc = rows[(rows.row_type == "eval") & (rows.metric == "accuracy")]
+    zero = acc[acc.trained_upto == "initial"].groupby("eval_experience", sort=False).value.mean()
+    learned = acc[acc.trained_upto == acc.eval_experience]
+    return zero, learned.groupby(["strategy", "eval_experience"], sort=False).value.mean()
+
+
 def gain_table(rows: pd.DataFrame) -> str:
     """Per task: zero-shot accuracy, accuracy right after learning the task (mean over seeds)
     for each training strategy, and the mean gain over zero-shot across tasks."""
-    acc = rows[(rows.row_type == "eval") & (rows.metric == "accuracy")]
-    tasks = list(dict.fromkeys(acc.eval_experience))
-    zero = acc[acc.trained_upto == "initial"].groupby("eval_experience").value.mean()
-    learned = acc[acc.trained_upto == acc.eval_experience]
-    after = learned.groupby(["strategy", "eval_experience"]).value.mean()
+    zero, after = learned_after(rows)
+    tasks = list(zero.index)
     trained = [s for s in STRATEGIES if s != "zero-shot"]
     lines = [
         "| task | zero-shot | " + " | ".join(f"{s} after learning" for s in trained) + " |",

@@ -1,4 +1,5 @@
-"""Why mtil-mini's tasks gain little from training: the pre-trained tiny CLIP's image tower
+"""Why mtil-mini's tasks gained little from training (its first design: caption world v2, the
+ViT ``clip-tiny``; committed output from commit 591332f): the pre-trained tiny CLIP's image tower
 against a randomly initialised one, each trained with a fresh linear head on each task.
 
     python benchmarks/mtil_mini_probe.py [--steps 300] [--seeds 0,1,2]
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from cladapt.data.mtil_mini import TASKS, task_split
 from cladapt.models.clip import tiny_clip
 
-TRAIN, TEST, SHAPE = 400, 300, (3, 32, 32)  # streams/mtil.toml [mtil-mini]
+TRAIN, TEST, SHAPE = 400, 300, (3, 32, 32)  # mtil-mini's first design
 
 
 def effective_rank(features: torch.Tensor) -> float:

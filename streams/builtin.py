@@ -525,7 +525,7 @@ def build_mtil_mini(
     name: str, d: dict[str, Any], data_root: str | None = None, seed: int = 0
 ) -> Stream:
     """Embedded MTIL on generated captioned scenes (its default model, the pre-trained
-    ``clip-tiny``, is pre-trained once and cached)."""
+    ``clip-tiny-rn``, is pre-trained once and cached)."""
     from cladapt.data.mtil_mini import TASKS, task_split
 
     shape = (3, 32, 32)

@@ -1,6 +1,6 @@
 """MTIL: metrics as ZSCL defines them, the CLIP text head, the real dataset layouts (generated
-here in miniature), and the mtil-mini phenomenon (fine-tuning loses zero-shot transfer, ZSCL
-keeps it)."""
+here in miniature), and the mtil-mini phenomenon (fine-tuning learns each task and loses zero-shot
+transfer, ZSCL keeps more of it)."""
 
 from __future__ import annotations
 
@@ -300,14 +300,49 @@ def _run(catalog, strategy, out, **sets):
 @pytest.fixture(scope="module")
 def mini(catalog, tmp_path_factory):
     out = tmp_path_factory.mktemp("mini") / "r.csv"
-    return {s: _run(catalog, s, out) for s in ("zero-shot", "finetune", "zscl")}
+    runs = {s: _run(catalog, s, out) for s in ("zero-shot", "finetune", "zscl")}
+    return runs | {"rows": read_results(out)}
 
 
-def test_finetune_loses_transfer_and_zscl_keeps_it(mini):
+def gain_after_learning(rows: pd.DataFrame, strategy: str) -> float:
+    """Mean over tasks of R[t, t] - zero-shot accuracy of task t."""
+    acc = rows[(rows.row_type == "eval") & (rows.metric == "accuracy")]
+    acc = acc[acc.strategy == strategy]
+    zero = acc[acc.trained_upto == "initial"].set_index("eval_experience").value
+    learned = acc[acc.trained_upto == acc.eval_experience].set_index("eval_experience").value
+    assert len(learned) == 7
+    return float((learned - zero[learned.index]).mean())
+
+
+def test_finetune_loses_transfer_and_zscl_keeps_more(mini):
     zs, ft, zscl = mini["zero-shot"], mini["finetune"], mini["zscl"]
     assert ft["transfer"] < zs["transfer"] - 10
-    assert zscl["transfer"] > zs["transfer"] - 3
-    assert zscl["last"] > ft["last"] - 5
+    assert zscl["transfer"] > ft["transfer"] + 10
+
+
+def test_mtil_mini_tasks_gain_from_fine_tuning(mini):
+    """Issue 14 item 9: fine-tuning raises a task >= 15 points over zero-shot on average (real
+    MTIL tasks gain tens of points), so the stream shows learning as well as forgetting."""
+    assert gain_after_learning(mini["rows"], "finetune") >= 15
+    assert gain_after_learning(mini["rows"], "zero-shot") == pytest.approx(0.0)
+
+
+def test_zscl_reference_scenes_are_photographs_no_task_uses():
+    """ZSCL's embedded reference set is of the pre-training kind but outside every task (as
+    ImageNet is to MTIL's datasets): objects on crops of real photographs, whose corners are often
+    bright, where every task's scenes sit on dark plain backgrounds."""
+    from cladapt.streams.builtin import definitions
+
+    from cladapt.data.mtil_mini import TASKS, reference_set, task_split
+
+    def bright_corners(x: torch.Tensor) -> float:
+        return float((x[:, :, :5, :5].mean((1, 2, 3)) > 0.45).float().mean())
+
+    images, texts = reference_set(300, 20, seed=1)
+    assert bright_corners(images.tensors[0]) > 0.25 and len(set(texts)) == 20
+    for name in definitions()["mtil-mini"]["tasks"]:
+        train, _ = task_split(TASKS[name], 300, 10, seed=0)
+        assert bright_corners(train.tensors[0]) < 0.02, name
 
 
 def test_zero_shot_never_trains(mini):

@@ -7,7 +7,12 @@ Scenes (3x32x32, values in [0, 1], batched torch, seeded):
   left / right / top / bottom of a noisy background; captions name a random subset of the
   attributes ("a large red circle on the left", "a blue shape", "a square");
 - digits: scikit-learn's handwritten digits, tinted ("the digit seven", "a green digit seven");
-- dots: one to four discs ("three dots").
+- dots: one to four discs ("three dots");
+- photos: the objects' scenes on random crops of real photographs (those that ship with
+  scikit-learn and matplotlib, as digits-m's MNIST-M blend uses), captioned as objects are.
+  They stand for the web photos ImageNet is drawn from: in pre-training and in ZSCL's
+  reference set, in no task (ZSCL distils on ImageNet and Conceptual Captions, whose images
+  are not the tasks').
 
 Pre-training sees free captions only; each task asks about one attribute with its own prompt
 templates, so a pre-trained model has genuine zero-shot accuracy on every task's label set, and a
@@ -25,6 +30,7 @@ from torch.utils.data import TensorDataset
 
 from cladapt.data.digits import digits_split
 from cladapt.data.procedural import HUES, SHAPES, _paint, counting, shape_masks
+from cladapt.data.uda_pairs import photo_crops
 
 SIZES = {"small": (0.18, 0.26), "large": (0.36, 0.46)}
 POSITIONS = {"left": (-0.5, 0.0), "right": (0.5, 0.0), "top": (0.0, -0.5), "bottom": (0.0, 0.5)}
@@ -37,11 +43,12 @@ _HUE = torch.tensor(list(HUES.values()))
 @dataclass
 class Scenes:
     x: torch.Tensor
-    kind: str  # objects | digits | dots
+    kind: str  # objects | photos | digits | dots
     attrs: dict[str, torch.Tensor]  # attribute -> index per image
 
 
-def objects(n: int, g: torch.Generator, size: int = 32) -> Scenes:
+def objects(n: int, g: torch.Generator, size: int = 32, photo: bool = False) -> Scenes:
+    """Shape scenes on a plain dark background, or on a photograph's crop when ``photo``."""
     shape = torch.randint(0, len(SHAPES), (n,), generator=g)
     colour = torch.randint(0, len(COLOURS), (n,), generator=g)
     where = torch.randint(0, len(POSITIONS), (n,), generator=g)
@@ -55,8 +62,15 @@ def objects(n: int, g: torch.Generator, size: int = 32) -> Scenes:
     r = lo[big] + (hi[big] - lo[big]) * torch.rand(n, generator=g)
     place = tuple(v.view(n, 1, 1) for v in ((offsets + jitter).unbind(1) + (r,)))
     hue = (_HUE[colour] + 0.06 * torch.randn(n, 3, generator=g)).clamp(0, 1)
-    x = _paint(shape_masks(shape, n, size, g, place), hue, g)
-    return Scenes(x, "objects", {"shape": shape, "colour": colour, "position": where, "size": big})
+    mask = shape_masks(shape, n, size, g, place)
+    if photo:
+        m = mask.unsqueeze(1)
+        x = photo_crops(n, size, size, g) * (1 - m) + hue.view(n, 3, 1, 1) * m
+        x = (x + 0.08 * torch.randn(n, 3, size, size, generator=g)).clamp(0, 1)  # _paint's noise
+    else:
+        x = _paint(mask, hue, g)
+    attrs = {"shape": shape, "colour": colour, "position": where, "size": big}
+    return Scenes(x, "photos" if photo else "objects", attrs)
 
 
 def digit_scenes(n: int, g: torch.Generator, train: bool = True) -> Scenes:
@@ -85,7 +99,7 @@ def captions(scenes: Scenes, rng: random.Random) -> list[str]:
             colour = COLOURS[a["colour"][i]]
             word = NUMBERS[a["digit"][i]]
             out.append(f"a {colour} digit {word}" if rng.random() < 0.4 else f"the digit {word}")
-        else:
+        else:  # objects and photos
             words = ["a"]
             if rng.random() < 0.5:
                 words.append(list(SIZES)[a["size"][i]])
@@ -99,9 +113,15 @@ def captions(scenes: Scenes, rng: random.Random) -> list[str]:
 
 
 def caption_batch(n: int, g: torch.Generator, rng: random.Random) -> tuple[torch.Tensor, list[str]]:
-    """A pre-training batch: 60 % objects, 20 % digits (train split), 20 % dots, shuffled."""
-    n_digits = n_dots = n // 5
-    parts = [objects(n - n_digits - n_dots, g), digit_scenes(n_digits, g), dot_scenes(n_dots, g)]
+    """A pre-training batch: 40 % objects, 20 % photos, 20 % digits (train split), 20 % dots,
+    shuffled."""
+    n_photos = n_digits = n_dots = n // 5
+    parts = [
+        objects(n - n_photos - n_digits - n_dots, g),
+        objects(n_photos, g, photo=True),
+        digit_scenes(n_digits, g),
+        dot_scenes(n_dots, g),
+    ]
     x = torch.cat([p.x for p in parts])
     texts = [c for p in parts for c in captions(p, rng)]
     order = torch.randperm(n, generator=g)
@@ -169,14 +189,15 @@ def task_split(task: MiniTask, train: int, test: int, seed: int) -> tuple[Tensor
 
 
 def reference_set(n_images: int, n_texts: int, seed: int) -> tuple[TensorDataset, list[str]]:
-    """ZSCL's unlabelled reference data for mtil-mini: scenes and captions drawn from the
-    pre-training distribution with their own seed (ZSCL uses ImageNet images and Conceptual
-    Captions sentences, i.e. data of the pre-training kind, not of the tasks)."""
+    """ZSCL's unlabelled reference data for mtil-mini: photo scenes and their captions, with
+    their own seed. ZSCL uses ImageNet images and Conceptual Captions sentences: data of the
+    pre-training kind from outside every task's domain, as the photos are here (no task uses
+    them; each task's images come from the other families)."""
     g, rng = torch.Generator().manual_seed(seed), random.Random(seed)
-    x, _ = caption_batch(n_images, g, rng)
+    x = objects(n_images, g, photo=True).x
     texts: list[str] = []
     while len(texts) < n_texts:
-        for c in caption_batch(256, g, rng)[1]:
+        for c in captions(objects(256, g, photo=True), rng):
             if c not in texts and len(texts) < n_texts:
                 texts.append(c)
     return TensorDataset(x), texts

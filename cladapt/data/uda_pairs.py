@@ -57,6 +57,7 @@ def font_paths() -> list[Path]:
 
 
 @functools.lru_cache(maxsize=1)
+@functools.cache
 def photographs() -> tuple[np.ndarray, ...]:
     """The real colour photographs that ship with scikit-learn and matplotlib, uint8 HWC."""
     import matplotlib
@@ -68,13 +69,13 @@ def photographs() -> tuple[np.ndarray, ...]:
     if hopper.is_file():
         with Image.open(hopper) as im:
             photos.append(np.asarray(im.convert("RGB")))
+    for p in photos:
+        p.setflags(write=False)  # shared by every caller (cached)
     return tuple(photos)
 
 
-def blend_with_photographs(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """MNIST-M's blend: ``|crop - digit|`` per channel, one random photograph crop per image
-    (same size as the image). ``x``: (N, 3, H, W) digits in [0, 1], white strokes on black."""
-    n, _, h, w = x.shape
+def photo_crops(n: int, h: int, w: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 3, h, w) random crops of the real photographs, in [0, 1]."""
     photos = photographs()
     which = torch.randint(len(photos), (n,), generator=generator).tolist()
     crops = []
@@ -83,8 +84,14 @@ def blend_with_photographs(x: torch.Tensor, generator: torch.Generator) -> torch
         top = int(torch.randint(photo.shape[0] - h + 1, (1,), generator=generator))
         left = int(torch.randint(photo.shape[1] - w + 1, (1,), generator=generator))
         crops.append(torch.from_numpy(photo[top : top + h, left : left + w].copy()))
-    patches = torch.stack(crops).permute(0, 3, 1, 2).float() / 255
-    return (patches - x).abs()
+    return torch.stack(crops).permute(0, 3, 1, 2).float() / 255
+
+
+def blend_with_photographs(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """MNIST-M's blend: ``|crop - digit|`` per channel, one random photograph crop per image
+    (same size as the image). ``x``: (N, 3, H, W) digits in [0, 1], white strokes on black."""
+    n, _, h, w = x.shape
+    return (photo_crops(n, h, w, generator) - x).abs()
 
 
 def render_font_digits(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
