@@ -121,6 +121,13 @@ class Augment(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Always fp32, also when called under a run's autocast: in bf16, RandomAffine's sampling
+        # grid (affine_grid's matmul) is off by up to half a pixel and the blur (conv2d) rounds,
+        # which cost CoTTA's averaged pseudo-labels 16 points on digits-c's first noise batch.
+        with torch.autocast(x.device.type, enabled=False):
+            return self._augment(x.float())
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
         x = x.clamp(0, 1)
         x = self.jitter(x) if x.shape[1] == 3 else x
         gamma = torch.empty(()).uniform_(*self.gamma).item()

@@ -54,7 +54,8 @@ class Run:
     untimed_s: float = 0.0
 
     def autocast(self) -> AbstractContextManager:
-        """Mixed precision where ``--set amp`` allows it (bf16 on CUDA by default)."""
+        """Autocast for model forwards where ``--set amp`` asks for it (fp32 by default).
+        Data transforms (augmentations, corruptions) must run outside it, in fp32."""
         return torch.autocast(
             self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
         )
@@ -84,7 +85,8 @@ class Run:
         if self.model is not None and model_state is not None:
             self.model.load_state_dict(model_state)
         if self.optimizer is not None and optim_state is not None:
-            self.optimizer.load_state_dict(optim_state)
+            # a copy: the optimizer adopts the tensors it is given and would update the snapshot
+            self.optimizer.load_state_dict(copy.deepcopy(optim_state))
 
     def params_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self.params)

@@ -46,17 +46,29 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def amp_dtype(device: torch.device, mode: str) -> torch.dtype | None:
-    """``auto``: bfloat16 autocast on CUDA GPUs that support it, none elsewhere."""
-    if mode == "off":
-        return None
-    if mode == "bf16" or (
-        mode == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    ):
-        return torch.bfloat16
-    if mode == "fp16":
-        return torch.float16
-    return None
+AMP_HELP = (
+    "autocast of model forwards: off = fp32 (the default: the official codes of the methods "
+    "train in fp32, and bf16 changes some of their results); bf16 | fp16 opt in"
+)
+
+
+def amp_dtype(mode: str) -> torch.dtype | None:
+    """The autocast dtype of ``--set amp``: none (fp32) unless asked for, on every device, so
+    that a run gives the same answer on a GPU as on a CPU. fp16 runs without loss scaling."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+
+
+def precision_facts(mode: str) -> dict[str, str]:
+    """The effective numeric precision, for ``params_json``: the autocast mode, and PyTorch's
+    TF32 switches (left at their defaults: matmuls in full fp32, cuDNN convolutions may use
+    TF32 on Ampere and newer GPUs)."""
+    return {
+        "precision": "fp32" if amp_dtype(mode) is None else f"{mode} autocast",
+        "tf32": (
+            f"matmul={'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'},"
+            f"cudnn={'on' if torch.backends.cudnn.allow_tf32 else 'off'}"
+        ),
+    }
 
 
 def reset_peak_memory(device: torch.device) -> None:

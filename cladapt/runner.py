@@ -18,6 +18,7 @@ from cladapt.context import Run
 from cladapt.defaults import DefaultBehaviour
 from cladapt.device import (
     amp_dtype,
+    precision_facts,
     peak_memory_mb,
     prefer_channels_last,
     reset_peak_memory,
@@ -266,7 +267,7 @@ def execute(
         hook=None,
         create_model=make_model,
         source_model=source_model,
-        amp_dtype=amp_dtype(device, protocol_cfg.amp),
+        amp_dtype=amp_dtype(protocol_cfg.amp),
         generator=generator,
         progress=progress,
     )
@@ -281,6 +282,7 @@ def execute(
         "params_json": json.dumps(
             run.params_dict()
             | {"pretrained": pretrained}
+            | precision_facts(protocol_cfg.amp)
             | {f"with_{r.name}": dataclasses.asdict(r.cfg) for r in regularizers}
             | ({"stream": stream.facts} if stream.facts else {}),
             sort_keys=True,

@@ -7,7 +7,7 @@ import torch
 from cladapt.streams.builtin import definitions
 from PIL import Image
 
-from cladapt.errors import DataError
+from cladapt.errors import DataError, DivergenceError
 from cladapt.results import read_results
 from cladapt.runner import RunSpec, execute
 
@@ -228,3 +228,42 @@ def test_eval_split_dev_test_needs_a_stream_that_holds_one_out(catalog, out):
 
     with pytest.raises(ConfigError, match="no dev_test split"):
         execute(RunSpec("digits", "finetune", {"eval_split": "dev_test"}, out=out), catalog)
+
+
+def test_a_diverging_selection_trial_fails_alone_and_all_diverging_stops_the_run(catalog, tmp_path):
+    """A search trial at a learning rate that blows up (NaN loss) is never selected and the
+    search goes on; if every trial diverges the run ends with an error row, unscored."""
+    out = tmp_path / "r.csv"
+    sets = {"epochs": "1", "lr_grid": "0.01,1e30"}
+    execute(RunSpec("nevis-mini", "finetune", sets, out=out, device="cpu"), catalog)
+    df = read_results(out)
+    diverged = df[df.metric == "trial_diverged"]
+    assert len(diverged) >= 1 and set(diverged.trained_upto.str.split("@").str[1]) == {"trial1"}
+    selected = df[df.metric == "selected_trial"].set_index("trained_upto").value
+    assert len(selected) == 10
+    assert all(selected[task] == 0.0 for task in diverged.trained_upto.str.split("@").str[0])
+    assert len(df[df.row_type == "summary"]) > 0
+    out2 = tmp_path / "all.csv"
+    with pytest.raises(DivergenceError, match="every one of the 1 selection trials"):
+        execute(RunSpec("nevis-mini", "finetune", sets | {"lr_grid": "1e30"}, out=out2), catalog)
+    df2 = read_results(out2)
+    assert set(df2.row_type) == {"eval", "error"}
+
+
+def test_every_selection_trial_starts_from_the_same_optimizer_state():
+    """Optimizer.load_state_dict adopts the tensors it is given: loading the captured start must
+    not let a trial's steps write its momentum into the capture the next trial starts from."""
+    from cladapt.protocols.selection import capture, load
+
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    start = capture(model, opt)
+    before = start[1]["state"][0]["momentum_buffer"].clone()
+    for _trial in range(2):
+        load(model, opt, start)
+        opt.zero_grad()
+        (100 * model(torch.ones(1, 2))).sum().backward()
+        opt.step()
+    assert torch.equal(start[1]["state"][0]["momentum_buffer"], before)

@@ -63,12 +63,7 @@ def objects(n: int, g: torch.Generator, size: int = 32, photo: bool = False) -> 
     place = tuple(v.view(n, 1, 1) for v in ((offsets + jitter).unbind(1) + (r,)))
     hue = (_HUE[colour] + 0.06 * torch.randn(n, 3, generator=g)).clamp(0, 1)
     mask = shape_masks(shape, n, size, g, place)
-    if photo:
-        m = mask.unsqueeze(1)
-        x = photo_crops(n, size, size, g) * (1 - m) + hue.view(n, 3, 1, 1) * m
-        x = (x + 0.08 * torch.randn(n, 3, size, size, generator=g)).clamp(0, 1)  # _paint's noise
-    else:
-        x = _paint(mask, hue, g)
+    x = _paint(mask, hue, g, background=photo_crops(n, size, size, g) if photo else None)
     attrs = {"shape": shape, "colour": colour, "position": where, "size": big}
     return Scenes(x, "photos" if photo else "objects", attrs)
 

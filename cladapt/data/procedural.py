@@ -60,10 +60,17 @@ def shape_masks(
 
 
 def _paint(
-    mask: torch.Tensor, colour: torch.Tensor, g: torch.Generator, noise: float = 0.08
+    mask: torch.Tensor,
+    colour: torch.Tensor,
+    g: torch.Generator,
+    noise: float = 0.08,
+    background: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """``colour`` where ``mask`` is set, over ``background`` (default: a random dark grey per
+    image), plus pixel noise."""
     n, size = mask.shape[0], mask.shape[-1]
-    background = 0.1 + 0.2 * torch.rand(n, 3, 1, 1, generator=g)
+    if background is None:
+        background = 0.1 + 0.2 * torch.rand(n, 3, 1, 1, generator=g)
     x = background * (1 - mask.unsqueeze(1)) + colour.view(n, 3, 1, 1) * mask.unsqueeze(1)
     return (x + noise * torch.randn(n, 3, size, size, generator=g)).clamp(0, 1)
 

@@ -57,7 +57,6 @@ def font_paths() -> list[Path]:
 
 
 @functools.lru_cache(maxsize=1)
-@functools.cache
 def photographs() -> tuple[np.ndarray, ...]:
     """The real colour photographs that ship with scikit-learn and matplotlib, uint8 HWC."""
     import matplotlib

@@ -19,9 +19,10 @@ import torch
 from cladapt import metrics
 from cladapt.batch import Batch
 from cladapt.config import param
+from cladapt.device import AMP_HELP
 from cladapt.context import Run
 from cladapt.data.batching import iterate, num_batches
-from cladapt.errors import ConfigError
+from cladapt.errors import ConfigError, DivergenceError
 from cladapt.flops import FlopMeter
 from cladapt.protocols.base import ProtocolResult, check_finite, class_mask, evaluate, train_step
 from cladapt.protocols.selection import (
@@ -49,9 +50,7 @@ class ContinualConfig:
     )
     batch_size: int = param(32, "training batch size", ge=1)
     eval_batch_size: int = param(256, "evaluation batch size", ge=1)
-    amp: Literal["auto", "off", "bf16", "fp16"] = param(
-        "auto", "autocast: auto = bf16 on CUDA, off on CPU"
-    )
+    amp: Literal["off", "bf16", "fp16"] = param("off", AMP_HELP)
     check_every: int = param(25, "check for NaN/inf losses every N steps", ge=1)
     count_flops: bool = param(True, "count training and inference FLOPs (torch.utils.flop_counter)")
     search_trials: int = param(
@@ -226,6 +225,7 @@ class ContinualProtocol:
         smoothing = cfg.label_smoothing
         best: tuple[float, int, Trial, BestOnDev] | None = None
         records = []
+        diverged = 0
         for i, trial in enumerate(trials):
             load(run.model, run.optimizer, start)
             cfg.label_smoothing = trial.label_smoothing  # read by the default loss
@@ -241,11 +241,21 @@ class ContinualProtocol:
                 error = 100.0 - float(evaluate(run, dev, mask, cfg.eval_batch_size))
                 kept.offer(error, run.model, run.optimizer)
 
-            fit(data, mask, meter, f"trial {i + 1}/{len(trials)} {exp.name}", validate)
             label = f"{exp.name}@trial{i}"
             records += [
                 Record("trial_lr", trial.lr, label, dev.name),
                 Record("trial_label_smoothing", trial.label_smoothing, label, dev.name),
+            ]
+            try:
+                fit(data, mask, meter, f"trial {i + 1}/{len(trials)} {exp.name}", validate)
+            except DivergenceError:
+                # one trial of a search blowing up (e.g. lr 0.08 against EWC's stiff penalty)
+                # is a failed trial, never selected; the search goes on with the next one
+                run.state.pop("_nonfinite", None)
+                records.append(Record("trial_diverged", 1.0, label, dev.name))
+                diverged += 1
+                continue
+            records += [
                 Record("trial_dev_error", kept.last_error, label, dev.name),
                 Record("trial_best_dev_error", kept.best_error, label, dev.name),
             ]
@@ -253,6 +263,12 @@ class ContinualProtocol:
                 best = (kept.last_error, i, trial, kept)
         cfg.label_smoothing = smoothing
         run.state.pop("lr_override", None)
+        if diverged == len(trials):
+            run.hook.cladapt_evaluated(run=run, records=records)
+            raise DivergenceError(
+                f"every one of the {diverged} selection trials diverged on experience "
+                f"{exp.name!r}; lower the learning rates (--set lr_grid=...)"
+            )
         if best is None:  # no step was taken: the starting state stays
             load(run.model, run.optimizer, start)
             return

@@ -15,6 +15,8 @@ dm_nevis (google-deepmind/dm_nevis, ``experiments_jax/configs/finetuning_dknn.py
 - a trial's cost is its *last* validation's dev error (``fit_with_early_stopping`` returns the
   final ``validation_metric`` with the best state), the lowest-cost trial's kept state goes on,
   and nothing is retrained on train + dev;
+- a trial whose loss or weights become NaN/inf is a failed trial, never selected (recorded as
+  ``trial_diverged``); the run stops with an error only if every trial of a task diverges;
 - the compute of every trial counts (the searcher sums ``resources_used``); dev evaluations do
   not (dm_nevis: "TODO: Take validation FLOPs into account").
 """
@@ -84,6 +86,10 @@ def capture(model, optimizer) -> tuple[dict[str, Any], dict[str, Any] | None]:
 
 
 def load(model, optimizer, state: tuple[dict[str, Any], dict[str, Any] | None]) -> None:
+    """Put a captured state back, leaving ``state`` intact: ``Optimizer.load_state_dict`` keeps
+    the given tensors (momentum buffers, Adam moments) as its own, so without the copy the next
+    steps would write into the capture and every later trial would start from the previous
+    trial's momentum."""
     model.load_state_dict(state[0])
     if optimizer is not None and state[1] is not None:
-        optimizer.load_state_dict(state[1])
+        optimizer.load_state_dict(copy.deepcopy(state[1]))

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, TensorDataset
 from cladapt import metrics
 from cladapt.batch import Batch
 from cladapt.config import param
+from cladapt.device import AMP_HELP
 from cladapt.context import Run
 from cladapt.data.batching import concat_datasets, iterate, num_batches
 from cladapt.data.label_order import dirichlet_order, sorted_order
@@ -44,9 +45,7 @@ GRADUAL_SEVERITIES = (1, 2, 3, 4, 5, 4, 3, 2, 1)
 class TestTimeConfig:
     batch_size: int = param(64, "test batch size (1 is allowed)", ge=1)
     shuffle: bool = param(True, "shuffle each domain's test data (seeded by --seed)")
-    amp: Literal["auto", "off", "bf16", "fp16"] = param(
-        "auto", "autocast: auto = bf16 on CUDA, off on CPU; off | bf16 | fp16"
-    )
+    amp: Literal["off", "bf16", "fp16"] = param("off", AMP_HELP)
     check_every: int = param(25, "check for NaN/inf losses and outputs every N batches", ge=1)
     dirichlet_gamma: float = param(
         0.1, "setting dirichlet: RoTTA's label concentration (smaller: longer runs)", gt=0

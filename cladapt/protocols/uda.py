@@ -23,6 +23,7 @@ import numpy as np
 
 from cladapt.batch import Batch
 from cladapt.config import param
+from cladapt.device import AMP_HELP
 from cladapt.context import Run
 from cladapt.data.batching import cycle, images_only, num_batches
 from cladapt.errors import DataError
@@ -42,9 +43,7 @@ class UDAConfig:
     batch_size: int = param(32, "batch size per domain (source and target)", ge=1)
     eval_batch_size: int = param(256, "evaluation batch size", ge=1)
     eval_every: int = param(1, "evaluate every N epochs (learning-curve rows)", ge=1)
-    amp: Literal["auto", "off", "bf16", "fp16"] = param(
-        "auto", "autocast: auto = bf16 on CUDA, off on CPU; off | bf16 | fp16"
-    )
+    amp: Literal["off", "bf16", "fp16"] = param("off", AMP_HELP)
     check_every: int = param(25, "check for NaN/inf losses every N steps", ge=1)
 
 
