@@ -18,8 +18,8 @@ from cladapt.context import Run
 from cladapt.defaults import DefaultBehaviour
 from cladapt.device import (
     amp_dtype,
-    precision_facts,
     peak_memory_mb,
+    precision_facts,
     prefer_channels_last,
     reset_peak_memory,
     resolve_device,

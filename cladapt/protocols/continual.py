@@ -19,9 +19,9 @@ import torch
 from cladapt import metrics
 from cladapt.batch import Batch
 from cladapt.config import param
-from cladapt.device import AMP_HELP
 from cladapt.context import Run
 from cladapt.data.batching import iterate, num_batches
+from cladapt.device import AMP_HELP
 from cladapt.errors import ConfigError, DivergenceError
 from cladapt.flops import FlopMeter
 from cladapt.protocols.base import ProtocolResult, check_finite, class_mask, evaluate, train_step

@@ -28,11 +28,11 @@ from torch.utils.data import Dataset, TensorDataset
 from cladapt import metrics
 from cladapt.batch import Batch
 from cladapt.config import param
-from cladapt.device import AMP_HELP
 from cladapt.context import Run
 from cladapt.data.batching import concat_datasets, iterate, num_batches
 from cladapt.data.label_order import dirichlet_order, sorted_order
 from cladapt.data.scenarios import targets_of
+from cladapt.device import AMP_HELP
 from cladapt.errors import ConfigError
 from cladapt.protocols.base import ProtocolResult, check_finite, flag_nonfinite
 from cladapt.results import Record

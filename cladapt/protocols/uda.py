@@ -23,9 +23,9 @@ import numpy as np
 
 from cladapt.batch import Batch
 from cladapt.config import param
-from cladapt.device import AMP_HELP
 from cladapt.context import Run
 from cladapt.data.batching import cycle, images_only, num_batches
+from cladapt.device import AMP_HELP
 from cladapt.errors import DataError
 from cladapt.protocols.base import ProtocolResult, check_finite, evaluate, train_step
 from cladapt.results import Record
