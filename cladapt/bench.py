@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cladapt.workers import cpu_count
+
 T = TypeVar("T")
 
 # scheduling hint only (longest first) where no earlier results give measured wall times:
@@ -50,23 +52,13 @@ class JobResult:
     seconds: float  # wall seconds in the worker, preparation included
 
 
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+def default_workers(device: str, out: Path | None = None) -> int:
+    """Workers for this machine (:func:`cladapt.workers.default_workers`), a GPU filled at the
+    largest CUDA peak measured in ``out``'s earlier runs."""
+    from cladapt.workers import default_workers as rule
+    from cladapt.workers import measured_gpu_peak_mb, probe_machine
 
-
-def default_workers(device: str) -> int:
-    """One worker per core on a CPU, one per GPU on CUDA."""
-    import torch
-
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.cuda.device_count()
-    mps = getattr(torch.backends, "mps", None)
-    if device.startswith(("cuda", "mps")) or (device == "auto" and mps and mps.is_available()):
-        return 1
-    return cpu_count()
+    return rule(device, probe_machine(), measured_gpu_peak_mb(out) if out else None)
 
 
 def worker_device(device: str, worker: int) -> str:
@@ -288,7 +280,7 @@ def run_jobs(
 ) -> list[JobResult]:
     """Run ``jobs`` (in this order of hand-out) and return their results as they finish."""
     workers = max(1, min(workers, len(jobs)))
-    threads = max(1, cpu_count() // workers)
+    threads = max(1, cpu_count() // workers)  # the usable cores shared out
     with BenchDisplay(console, len(jobs), workers) as display:
         if workers == 1:
             return _run_here(jobs, out, device, plugins, display)

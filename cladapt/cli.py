@@ -388,7 +388,8 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
     "--workers",
     type=click.IntRange(1),
     default=None,
-    help="parallel worker processes (default: one per CPU core; one per GPU on CUDA)",
+    help="parallel worker processes (default: one per usable CPU core; on CUDA as many per GPU "
+    "as its free memory holds at the largest measured run peak, at most one per core)",
 )
 @click.option(
     "--only", "only", multiple=True, metavar="STRATEGY", help="restrict to these strategies"
@@ -437,9 +438,9 @@ def bench(suite, seeds, out, site, append, device, workers, only, streams, profi
     check_results_path(out)  # never delete or append to a file that is not a results CSV
     protocol_of = {j: catalog.streams.get(j.stream).protocols[0] for j in jobs}
     jobs = order_jobs(jobs, measured_wall_times(out) if out.exists() else {}, protocol_of)
+    workers = workers or default_workers(device, out)  # before --out is replaced: its peaks
     if out.exists() and not append and not is_sink(out):
         out.unlink()
-    workers = workers or default_workers(device)
     tic = time.perf_counter()
     results = run_jobs(
         jobs, out=out, device=device, workers=workers, plugins=tuple(plugins), console=err_console
@@ -569,8 +570,9 @@ def _names(value: str) -> list[str]:
     "--gpus-per-run",
     type=click.FloatRange(0),
     default=None,
-    help="GPUs each Ray task reserves, fractions allowed (default: 1 when the cluster has GPUs, "
-    "else 0); a run given a GPU uses --device cuda",
+    help="GPUs each Ray task reserves, fractions allowed (default: 0 without GPUs; 1 on a "
+    "cluster; on this machine the share that fills a GPU with runs); a run given a GPU uses "
+    "--device cuda",
 )
 @click.option(
     "--retries",

@@ -341,6 +341,27 @@ class Ledger:
 _RECORD_FIELDS = {f.name for f in dataclasses.fields(Record)}
 
 
+def default_gpus_per_run(address: str | None, cluster_gpus: float, out: Path) -> float:
+    """0 without GPUs; on a cluster one GPU per run; on this machine a GPU's share such that it
+    holds as many runs as its free memory allows (:mod:`cladapt.workers`)."""
+    if cluster_gpus <= 0:
+        return 0.0
+    if address:
+        return 1.0
+    from cladapt.workers import (
+        DEFAULT_RUN_PEAK_MB,
+        measured_gpu_peak_mb,
+        probe_machine,
+        runs_per_gpu,
+    )
+
+    free = probe_machine().gpu_free_mb
+    if not free:
+        return 1.0
+    peak = measured_gpu_peak_mb(out) or DEFAULT_RUN_PEAK_MB
+    return 1.0 / runs_per_gpu(min(free), peak)
+
+
 def run_on_ray(
     jobs: list[SweepJob],
     on_event: Callback,
@@ -367,7 +388,7 @@ def run_on_ray(
         raise ConfigError("a Ray sweep needs --out: the driver writes every run's rows there")
     gpus = resources.gpus
     if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        gpus = default_gpus_per_run(address, ray.cluster_resources().get("GPU", 0), out)
     _check_fits(ray.nodes(), resources.cpus, gpus)
     if address:  # torch threads match the CPUs each run reserves on its node
         threads = max(1, int(resources.cpus))

@@ -57,7 +57,15 @@ from cladapt.context import Run
 from cladapt.data.batching import iterate, num_batches
 from cladapt.errors import ConfigError
 from cladapt.hookspecs import hookimpl
-from cladapt.models.checkpoints import cache_dir, fingerprint, load_cached, save_checkpoint
+from cladapt.models.checkpoints import (
+    cache_dir,
+    fingerprint,
+    load_cached,
+    load_into,
+    save_checkpoint,
+    weights_digest,
+)
+from cladapt.models.shipped import shipped_file
 from cladapt.registry import StrategyRegistry
 from cladapt.strategy import Strategy
 
@@ -215,8 +223,9 @@ class EcoTTA(Strategy):
         model.requires_grad_(False)
         model.eval()  # frozen BatchNorm statistics of the source network
         freeze_lean(model)
-        with torch.no_grad():  # the source network only: the warm-up cache key
-            self.source_checksum = float(sum(p.double().sum() for p in model.parameters()))
+        # the source network's exact weights (not a float sum, which rounds differently with
+        # thread counts): part of the warm-up's cache key
+        self.source_digest = weights_digest(model)
         # the meta blocks start from a fixed initialisation, so that the one-off warm-up on the
         # source (cached) is the same for every run seed
         with torch.random.fork_rng(devices=[]):
@@ -241,14 +250,18 @@ class EcoTTA(Strategy):
         key = fingerprint(
             source=run.stream.source_id,
             model=run.model_name,
-            weights=round(self.source_checksum, 6),
+            weights=self.source_digest,
             epochs=c.warmup_epochs,
             lr=c.warmup_lr,
             reg=c.reg_weight,
             kernel=c.meta_kernel,
-            version=3,  # 3: conv branch with default init (was dead)
+            version=4,  # 3: conv branch with default init (was dead); 4: digest key
         )
         path = cache_dir() / "models" / f"ecotta-meta-{run.stream.source_id}-{key}.pt"
+        shipped = shipped_file(path)  # the default warm-up on the shipped source model
+        if shipped is not None:
+            load_into(self.blocks, shipped)
+            return True
         if load_cached(self.blocks, path):
             return True
         gen = torch.Generator().manual_seed(0)

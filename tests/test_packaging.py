@@ -26,6 +26,8 @@ def test_wheel_install_runs_embedded_stream(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "cladapt/plugins/baselines.py" in names and "cladapt/streams/digits.toml" in names
     assert "cladapt/streams/prompts/mtil.toml" in names  # MTIL class names and templates
+    shipped = [n for n in names if n.startswith("cladapt/models/shipped/")]
+    assert "cladapt/models/shipped/manifest.json" in shipped and len(shipped) >= 5
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top_level == {"cladapt"}
 
@@ -46,7 +48,8 @@ def test_wheel_install_runs_embedded_stream(tmp_path):
         timeout=600,
     )
     assert install.returncode == 0, install.stderr[-2000:]
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    cache = tmp_path / "cache"  # a fresh machine's: the installed package's weights are used
+    env = {**os.environ, "PYTHONPATH": str(target), "CLADAPT_CACHE": str(cache)}
     code = (
         "import cladapt, sys; assert cladapt.__file__.startswith(sys.argv[1]), cladapt.__file__;"
         "from cladapt.cli import main; sys.argv = ['cladapt'] + sys.argv[2:]; main()"
@@ -74,3 +77,4 @@ def test_wheel_install_runs_embedded_stream(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "mean_error" in res.stdout and (tmp_path / "r.csv").exists()
+    assert not list(cache.glob("models/*.pt"))  # nothing was trained

@@ -186,7 +186,7 @@ def test_ecotta_warm_up_is_shared_by_every_seed(catalog):
         eco.cladapt_setup(run=run)
         setups.append(eco)
     a, b = setups
-    assert a.source_checksum == b.source_checksum
+    assert a.source_digest == b.source_digest
     for pa, pb in zip(a.blocks.parameters(), b.blocks.parameters(), strict=True):
         assert torch.equal(pa, pb)
 

@@ -49,8 +49,13 @@ def weights_digest(model: torch.nn.Module) -> str:
     """16 hex digits of a hash over a model's parameters and buffers (names, dtypes, bytes): the
     identity of trained weights, which a training recipe alone does not fix (float reductions
     differ with thread counts, so two trainings of one recipe can end apart)."""
+    return state_digest(model.state_dict())
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """:func:`weights_digest` of a state dict."""
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
+    for name, t in sorted(state.items()):
         h.update(name.encode())
         h.update(str(t.dtype).encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
@@ -99,8 +104,14 @@ def _atomic_save(path: Path, obj: Any) -> None:
 def ensure_checkpoint(
     path: Path, train: Callable[[], torch.nn.Module], meta: dict[str, Any]
 ) -> Path:
-    """``path`` if this machine has it; otherwise ``train()`` a model and save its weights
-    there, once across processes (parallel bench workers wait for the first and reuse it)."""
+    """The shipped weights that stand for ``path`` (:mod:`cladapt.models.shipped`), else
+    ``path`` if this machine has it; otherwise ``train()`` a model and save its weights there,
+    once across processes (parallel bench workers wait for the first and reuse it)."""
+    from cladapt.models.shipped import shipped_file
+
+    shipped = shipped_file(path)
+    if shipped is not None:
+        return shipped
     if path.is_file():
         return path
     with preparing(path):
@@ -125,6 +136,8 @@ def load_cached(model: torch.nn.Module, path: Path) -> bool:
     try:
         load_into(model, path)
     except DataError as exc:
+        if cache_dir().resolve() not in path.resolve().parents:
+            raise  # not the harness's to delete (e.g. weights shipped in the package)
         warnings.warn(
             f"cached file {path} is unusable ({exc}); deleted, rebuilding it", stacklevel=2
         )

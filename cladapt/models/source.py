@@ -23,9 +23,11 @@ from cladapt.models.checkpoints import (
     cache_dir,
     fingerprint,
     load_cached,
+    load_into,
     preparing,
     save_checkpoint,
 )
+from cladapt.models.shipped import shipped_file
 from cladapt.progress import NullProgress
 from cladapt.stream import Stream
 
@@ -63,10 +65,15 @@ def get_source_model(
     recipe: SourceRecipe | None = None,
     progress=None,
 ) -> nn.Module:
-    """Load the cached source model, or train it on ``stream.source.train`` and cache it."""
+    """Load the shipped source model (:mod:`cladapt.models.shipped`) or the cached one, or train
+    it on ``stream.source.train`` and cache it."""
     recipe = recipe or SourceRecipe(**stream.defaults.get("source_recipe", {}))
     path = source_checkpoint_path(stream, model_name, recipe)
     model = make_model()
+    shipped = shipped_file(path)
+    if shipped is not None:  # the weights every machine uses (cladapt.models.shipped)
+        load_into(model, shipped)
+        return model.to(device)
     if load_cached(model, path):
         return model.to(device)
     with preparing(path):  # parallel bench workers train it once; the others wait and load

@@ -1,0 +1,119 @@
+"""Train the models the embedded streams use, deterministically, and store them in the package.
+
+    python benchmarks/train_embedded_models.py          # ~3 min on one CPU core
+
+Makes, each with the recipe and code the harness would use at first use:
+- the digits source CNN of digits-c / digits-shift (``small-cnn``, source ``digits-clean-v1``);
+- EcoTTA's meta networks warmed up on that source model (EcoTTA's defaults);
+- the small CNN pre-trained on rendered letters (``small-cnn --pretrained``);
+- the tiny CLIP pre-trained on mtil-mini's captions (``clip-tiny-rn``, mtil-mini's model).
+
+On one CPU thread with ``torch.use_deterministic_algorithms(True)``, CUDA hidden and every seed
+fixed, in a fresh cache with the shipped files switched off; then copies the files into
+``cladapt/models/shipped/<kind>/`` under the names the code looks them up by and writes
+``manifest.json`` (SHA-256, bytes, weights digest, torch version). ``tests/test_shipped.py``
+fails when a code or recipe change makes the code look for names that are not shipped: rerun
+this script then, and regenerate the leaderboard rows that depend on the models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU, one thread: bit-for-bit the same training
+os.environ["CLADAPT_SHIPPED_WEIGHTS"] = "0"
+os.environ["OMP_NUM_THREADS"] = "1"
+WORK = Path(tempfile.mkdtemp(prefix="cladapt-train-"))
+os.environ["CLADAPT_CACHE"] = str(WORK)
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+torch.use_deterministic_algorithms(True)
+
+from cladapt.models.checkpoints import load_checkpoint  # noqa: E402
+from cladapt.models.shipped import MANIFEST, SHIPPED_DIR, sha256_of  # noqa: E402
+
+
+def digest(path: Path) -> str:
+    """The weights' digest as the rows record it (``source_model`` in ``params_json``)."""
+    from cladapt.models.checkpoints import state_digest
+
+    return state_digest(load_checkpoint(path)[0])
+
+
+def main() -> None:
+    from cladapt.manager import load_catalog
+    from cladapt.models import clip_pretrain, letters_pretrain
+    from cladapt.runner import RunSpec, execute
+
+    catalog = load_catalog()
+    steps = [
+        # the source model, then EcoTTA's warm-up on it (one digits-c run makes both)
+        (
+            "digits source + ecotta warm-up",
+            lambda: execute(RunSpec("digits-c", "ecotta", out=None, device="cpu"), catalog),
+        ),
+        ("letters trunk", lambda: letters_pretrain.ensure_pretrained((3, 32, 32))),
+    ]
+    mini = catalog.streams.get("mtil-mini").factory()
+    # mtil-mini's tower only: the ViT tower (``clip-tiny``, no stream's default) would add
+    # 13.6 MB to the package and still trains at first use
+    for tower in ("resnet",):
+        steps.append(
+            (
+                f"clip tower {tower}",
+                lambda t=tower: clip_pretrain.ensure_pretrained(mini.input_shape, tower=t),
+            )
+        )
+    for label, step in steps:
+        tic = time.perf_counter()
+        step()
+        print(f"{label}: {time.perf_counter() - tic:.0f} s", flush=True)
+
+    if SHIPPED_DIR.exists():
+        shutil.rmtree(SHIPPED_DIR)
+    files = {}
+    for path in sorted(WORK.glob("*/*.pt")):
+        if path.parent.name == "data":  # generated datasets are rebuilt, not shipped
+            continue
+        key = f"{path.parent.name}/{path.name}"
+        target = SHIPPED_DIR / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        files[key] = {
+            "sha256": sha256_of(target),
+            "bytes": target.stat().st_size,
+            "weights_digest": digest(target),
+            "meta": load_checkpoint(target)[1],
+        }
+    MANIFEST.write_text(
+        json.dumps(
+            {
+                "made_by": "benchmarks/train_embedded_models.py",
+                "torch": torch.__version__,
+                "threads": 1,
+                "deterministic_algorithms": True,
+                "files": files,
+            },
+            indent=1,
+            sort_keys=True,
+            default=str,
+        )
+        + "\n"
+    )
+    total = sum(f["bytes"] for f in files.values())
+    for key, f in files.items():
+        print(f"{key}: {f['bytes'] / 1e6:.2f} MB, weights {f['weights_digest']}")
+    print(f"{len(files)} files, {total / 1e6:.2f} MB in {SHIPPED_DIR}")
+    shutil.rmtree(WORK)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
