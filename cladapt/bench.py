@@ -40,9 +40,63 @@ class Job:
     stream: str
     strategy: str
     seed: int
+    pretrained: bool = False  # the model's pre-trained weights (``--pretrained``)
 
     def label(self) -> str:
-        return f"{self.strategy} on {self.stream}, seed {self.seed}"
+        weights = " (pre-trained)" if self.pretrained else ""
+        return f"{self.strategy}{weights} on {self.stream}, seed {self.seed}"
+
+
+SUITES = ("quick", "full", "full-all")
+
+
+def parse_pair(entry: str) -> tuple[str, bool]:
+    """A stream's ``quick_strategies`` entry: ``nmc`` or ``nmc+pretrained``."""
+    name, _, suffix = entry.partition("+")
+    return name, suffix == "pretrained"
+
+
+def suite_jobs(catalog, suite: str, seeds: int, only=(), streams=(), skip=()) -> list[Job]:
+    """The runs of a suite. ``quick``: each embedded stream's ``quick_strategies`` (the seed
+    systems and the baselines each is judged against). ``full``: every strategy on every
+    embedded stream in the bench, plus the quick suite's pre-trained variants; ``full-all``:
+    also the embedded streams left out of the bench. ``only`` / ``streams`` restrict (a named
+    stream or strategy is run even where the suite would leave it out); ``skip`` drops
+    strategies (e.g. those whose optional extra is missing)."""
+    jobs: list[Job] = []
+    for stream in catalog.streams:
+        if not stream.extra.get("embedded") or (streams and stream.name not in streams):
+            continue
+        named = stream.name in streams
+        quick = [parse_pair(e) for e in stream.extra.get("quick_strategies", ())]
+        if suite == "quick" and not only and (quick or not named):
+            pairs = quick  # (a stream without a quick list is not in the quick suite)
+        else:  # the full suite, or strategies / a stream the user named
+            if not (stream.extra.get("bench", True) or named or suite == "full-all"):
+                continue
+            pairs = [
+                (s.name, False)
+                for s in catalog.strategies
+                if stream.protocols[0] in s.protocols and bench_pair(stream, s)
+            ] + [p for p in quick if p[1]]
+        jobs += [
+            Job(stream.name, name, seed, pretrained)
+            for name, pretrained in dict.fromkeys(pairs)
+            if (not only or name in only) and name not in skip
+            for seed in range(seeds)
+        ]
+    return jobs
+
+
+def bench_pair(stream, strategy) -> bool:
+    """A stream may list the strategies it is benched with; prompt-only strategies (zero-shot,
+    zscl) need a stream with class prompts."""
+    listed = stream.extra.get("strategies")
+    if listed:
+        return strategy.name in listed
+    return stream.extra.get("prompted", False) or not getattr(
+        strategy.factory, "requires_prompts", False
+    )
 
 
 @dataclass
@@ -218,7 +272,14 @@ def _run_job(job: Job, catalog, device: str, out: Path, progress) -> JobResult:
     tic = time.perf_counter()
     try:
         execute(
-            RunSpec(job.stream, job.strategy, seed=job.seed, device=device, out=out),
+            RunSpec(
+                job.stream,
+                job.strategy,
+                seed=job.seed,
+                device=device,
+                out=out,
+                pretrained=job.pretrained,
+            ),
             catalog,
             progress,
         )

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cladapt import __version__
 from cladapt.config import field_help, parse_assignments
-from cladapt.errors import CladaptError
+from cladapt.errors import CladaptError, ConfigError
 from cladapt.terminal import (
     clean,
     exit_code,
@@ -314,6 +314,32 @@ def _print_leaderboard(table, wide: bool = False) -> None:
         out.print(plain("values: mean ±std over seeds; --wide for every metric", style="dim"))
 
 
+def _print_claims(df, catalog=None) -> None:
+    """The streams' published claims, evaluated on ``df``'s rows (streams without rows left
+    out)."""
+    from cladapt.leaderboard.claims import RULE, claims_of, evaluate
+
+    catalog = catalog or _catalog(())
+    present = set(df.stream)
+    verdicts = evaluate([c for c in claims_of(catalog) if c.stream in present], df)
+    if not verdicts:
+        return
+    t = Table(title="published claims on these rows", title_justify="left", show_lines=True)
+    for name in ("stream", "claim (paper)", "status", "numbers"):
+        t.add_column(name, overflow="fold")
+    colours = {"held": "green", "not held": "red"}
+    for v in verdicts:
+        t.add_row(
+            plain(v.claim.stream),
+            plain(f"{v.claim.claim} [{v.claim.statement}] ({v.claim.paper})"),
+            plain(v.status, style=colours.get(v.status, "yellow")),
+            plain(v.numbers),
+        )
+    out = console if console.width <= 120 else Console(width=120)
+    out.print(t)
+    out.print(plain(f"rule: {RULE}", style="dim"))
+
+
 @main.group(invoke_without_command=True)
 @results_option
 @click.option(
@@ -337,6 +363,7 @@ def leaderboard(ctx: click.Context, results: tuple[Path, ...], fmt: str, wide: b
         _print_leaderboard(table, wide=wide)
         if note := agg.uncounted(df):
             console.print(plain(note, style="dim"))
+        _print_claims(df)
     elif fmt == "csv":  # spreadsheet-bound: formula-like cells neutralised (docs/metrics.md)
         click.echo(agg.to_csv(table), nl=False)
     elif fmt == "md":
@@ -364,14 +391,23 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
 
 @main.command()
 @click.option(
+    "--full",
+    is_flag=True,
+    help="every strategy on every embedded stream, 3 seeds (what the committed leaderboard is "
+    "made from); default: the quick suite, 1 seed",
+)
+@click.option(
     "--suite",
     type=click.Choice(["embedded", "embedded-all"]),
     default="embedded",
     show_default=True,
-    help="embedded: the default offline streams of each protocol; embedded-all: all of them",
+    help="with --full: embedded = the bench's streams; embedded-all = every embedded stream",
 )
 @click.option(
-    "--seeds", default=3, show_default=True, type=click.IntRange(1), help="seeds 0..N-1 per pair"
+    "--seeds",
+    default=None,
+    type=click.IntRange(1),
+    help="seeds 0..N-1 per pair (default: 1 for the quick suite, 3 with --full)",
 )
 @click.option(
     "--out",
@@ -403,9 +439,10 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
     help="print the time per (stream, strategy): worker seconds and recorded wall_time_s",
 )
 @plugin_option
-def bench(suite, seeds, out, site, append, device, workers, only, streams, profile, plugins):
-    """Run every strategy on every embedded stream of its protocol, then build the site."""
-    from cladapt.bench import Job, default_workers, measured_wall_times, order_jobs, run_jobs
+def bench(full, suite, seeds, out, site, append, device, workers, only, streams, profile, plugins):
+    """Run the benchmark suite on the embedded streams, then build the site. Default: the quick
+    suite (the seed systems and their baselines, 1 seed); --full: every strategy, 3 seeds."""
+    from cladapt.bench import default_workers, measured_wall_times, order_jobs, run_jobs, suite_jobs
     from cladapt.leaderboard.aggregate import aggregate, load
     from cladapt.leaderboard.site import build_site
     from cladapt.results import check_results_path, is_sink
@@ -420,21 +457,14 @@ def bench(suite, seeds, out, site, append, device, workers, only, streams, profi
         for s in catalog.strategies
         if (missing := missing_requirements(s.factory))
     }
-    jobs = [
-        Job(stream.name, strategy.name, seed)
-        for stream in catalog.streams
-        if stream.extra.get("embedded")
-        and (suite == "embedded-all" or stream.extra.get("quick", True) or stream.name in streams)
-        and (not streams or stream.name in streams)
-        for strategy in catalog.strategies
-        if stream.protocols[0] in strategy.protocols
-        and _bench_pair(stream, strategy)
-        and (not only or strategy.name in only)
-        and strategy.name not in unavailable
-        for seed in range(seeds)
-    ]
+    name = "quick" if not full else ("full" if suite == "embedded" else "full-all")
+    seeds = seeds or (3 if full else 1)
+    jobs = suite_jobs(catalog, name, seeds, only, streams, skip=set(unavailable))
     for name, missing in unavailable.items():
-        err_console.print(plain(f"skipping {name}: needs {missing} (optional extra)"))
+        if full or name in only:
+            err_console.print(plain(f"skipping {name}: needs {missing} (optional extra)"))
+    if not jobs:
+        raise ConfigError("no runs in this selection (--stream / --only / --full)")
     check_results_path(out)  # never delete or append to a file that is not a results CSV
     protocol_of = {j: catalog.streams.get(j.stream).protocols[0] for j in jobs}
     jobs = order_jobs(jobs, measured_wall_times(out) if out.exists() else {}, protocol_of)
@@ -449,9 +479,10 @@ def bench(suite, seeds, out, site, append, device, workers, only, streams, profi
     failures = [f"{r.job.label()}: {r.error}" for r in results if r.error]
     df = load([out])
     _print_leaderboard(aggregate(df))
+    _print_claims(df, catalog)
     if profile:
         _print_profile(results, df, elapsed, workers)
-    pages = [f for f in build_site(df, site, inputs=[out]) if f.suffix == ".html"]
+    pages = [f for f in build_site(df, site, inputs=[out], catalog=catalog) if f.suffix == ".html"]
     console.print(
         plain(
             f"{len(jobs)} runs on {min(workers, len(jobs))} workers, {len(failures)} failed; "
@@ -498,17 +529,6 @@ def _print_profile(results, df, elapsed: float, workers: int) -> None:
             f"{elapsed:.0f} s elapsed"
         ),
         highlight=False,
-    )
-
-
-def _bench_pair(stream, strategy) -> bool:
-    """A stream may list the strategies it is benched with; prompt-only strategies (zero-shot,
-    zscl) need a stream with class prompts."""
-    listed = stream.extra.get("strategies")
-    if listed:
-        return strategy.name in listed
-    return stream.extra.get("prompted", False) or not getattr(
-        strategy.factory, "requires_prompts", False
     )
 
 

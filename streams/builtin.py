@@ -617,7 +617,10 @@ def cladapt_register_streams(registry: StreamRegistry) -> None:
                 protocol=d["protocol"],
                 description=desc,
                 embedded=embedded,
-                quick=d.get("quick", True),
+                bench=d.get("bench", True),  # in the full bench (cladapt bench --full)
+                quick_strategies=tuple(d.get("quick_strategies", ())),
+                claims=tuple(d.get("claims", ())),
+                claims_setting=(d.get("settings") or [None])[0],
                 prompted=d["kind"] in ("mtil", "mtil-mini"),
                 strategies=tuple(d.get("bench_strategies", ())),
                 options=STREAM_OPTIONS.get(d["kind"], ()),

@@ -35,7 +35,10 @@ from cladapt.leaderboard.aggregate import (
     metric_columns,
     run_status,
 )
+from cladapt.leaderboard.claims import RULE as CLAIM_RULE
+from cladapt.leaderboard.claims import claims_of, evaluate
 from cladapt.leaderboard.plots import Point, tradeoff_svg
+from cladapt.leaderboard.provenance import describe
 from cladapt.leaderboard.views import paper_tables, uda_table
 
 LABELS = {
@@ -157,6 +160,7 @@ def build_site(
     site: Path,
     inputs: Sequence[Path] = (),
     csv_name: str = "results.csv",
+    catalog=None,
 ) -> list[Path]:
     """Write the site to ``site`` and return the files written.
 
@@ -179,6 +183,12 @@ def build_site(
         autoescape=select_autoescape(["html"]),
     )
     env.filters["num"] = _num
+    if catalog is None:
+        from cladapt.manager import load_catalog
+
+        catalog = load_catalog()
+    made = describe(df, catalog)  # suite, devices, precision, dates: in every page's header
+    verdicts = evaluate([c for c in claims_of(catalog) if c.stream in set(df.stream)], df)
     table = aggregate(df)
     runs = finished_runs(df)
     status = run_status(df)
@@ -224,6 +234,9 @@ def build_site(
             csv=f"../{csv_name}",
             version=__version__,
             integer_metrics=INTEGER_METRICS,
+            made=made,
+            claims=[v for v in verdicts if v.claim.stream == stream],
+            rule=CLAIM_RULE,
         )
         index_rows.append(
             {
@@ -245,6 +258,9 @@ def build_site(
         version=__version__,
         protocols=sorted(HEADLINES),
         tables=[uda] if uda else [],
+        made=made,
+        claims=verdicts,
+        rule=CLAIM_RULE,
     )
     rows_csv = rows_to_csv(df[list(df.columns)].to_dict("records"), header=True)
     if csv_target.resolve() in protected:

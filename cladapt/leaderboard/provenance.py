@@ -1,0 +1,63 @@
+"""What made a set of rows: the suite, devices, precision and dates — read from the rows
+themselves, so a rebuilt site says the same as the bench that made it."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+
+def _precision(params_json: str) -> str:
+    try:
+        return str(json.loads(params_json).get("precision", "not recorded"))
+    except (TypeError, ValueError):
+        return "not recorded"
+
+
+def _pairs(jobs) -> set[tuple[str, str, bool]]:
+    return {(j.stream, j.strategy, j.pretrained) for j in jobs}
+
+
+def suite_name(df: pd.DataFrame, catalog) -> str:
+    """``quick suite`` / ``full suite`` when the rows' (stream, strategy, weights) pairs are
+    exactly (quick) or at least (full) a suite's, else ``a selection``; with the seed count."""
+    from cladapt.bench import suite_jobs
+
+    runs = df.drop_duplicates("run_id")
+    have = {
+        (r.stream, r.strategy, str(r.model).endswith("+pretrained"))
+        for r in runs.itertuples(index=False)
+    }
+    seeds = runs.groupby(["stream", "strategy", "model"]).seed.nunique()
+    n = f"{seeds.max()} seed{'s' if seeds.max() > 1 else ''}" if len(seeds) else "no runs"
+    quick = _pairs(suite_jobs(catalog, "quick", 1))
+    full = _pairs(suite_jobs(catalog, "full", 1))
+    if have and have <= quick and len(have) >= len(quick):
+        return f"quick suite ({n})"
+    if have and full <= have:
+        return f"full suite ({n})"
+    return f"a selection of {len(have)} (stream, strategy) pairs ({n})"
+
+
+def describe(df: pd.DataFrame, catalog=None) -> dict[str, str]:
+    """Suite, devices, precision and the dates of the runs, as short strings for the site."""
+    runs = df.drop_duplicates("run_id")
+    if runs.empty:
+        return {"suite": "no runs", "devices": "", "precision": "", "dates": ""}
+    dates = pd.to_datetime(runs.started_at, utc=True, errors="coerce").dropna()
+    when = ""
+    if len(dates):
+        first, last = dates.min().strftime("%Y-%m-%d"), dates.max().strftime("%Y-%m-%d")
+        when = first if first == last else f"{first} to {last}"
+    precision = runs.params_json.map(_precision).value_counts()
+    if catalog is None:
+        from cladapt.manager import load_catalog
+
+        catalog = load_catalog()
+    return {
+        "suite": suite_name(df, catalog),
+        "devices": ", ".join(sorted(map(str, runs.device.unique()))),
+        "precision": ", ".join(f"{p} ({n} runs)" for p, n in precision.items()),
+        "dates": when,
+    }
