@@ -33,6 +33,7 @@ T = TypeVar("T")
 # rough single-core seconds per run on the embedded streams (benchmarks/bench_time.py)
 _HINT_S = {"cotta": 320.0, "vida": 400.0, "cdan": 300.0, "dann": 250.0, "mcc": 250.0}
 _HINT_PROTOCOL_S = {"uda": 150.0, "continual": 40.0, "test_time": 10.0}
+HEARTBEAT_S = 60.0  # without a terminal: a progress line at least this often
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,10 @@ class BenchDisplay:
         self.bars = [self.progress.add_task("", total=None, visible=False) for _ in range(workers)]
         self.runs: dict[int, str] = {}
         self.stacks: dict[int, list[tuple[str, int | None, int]]] = {}
+        # without a terminal (nohup, CI, a batch job) the bars print nothing: log lines instead
+        self.log = not console.is_terminal
+        self.console, self.total, self.finished = console, total, 0
+        self.started = self.last_line = time.monotonic()
 
     def __enter__(self) -> BenchDisplay:
         self.progress.start()
@@ -231,9 +236,30 @@ class BenchDisplay:
             stack.pop()
         elif kind == "done":
             self.progress.advance(self.overall)
-            self.runs.pop(worker, None)
+            self.finished += 1
+            self._log_done(self.runs.pop(worker, "a run"), args[0] if args else None)
             stack.clear()
+        if self.log and time.monotonic() - self.last_line > HEARTBEAT_S:
+            self._line(f"{self.finished}/{self.total} runs done, {len(self.runs)} running")
         self._show(worker)
+
+    def _line(self, text: str) -> None:
+        from cladapt.terminal import plain
+
+        elapsed = time.monotonic() - self.started
+        self.console.print(plain(f"[{elapsed:6.0f} s] {text}"), highlight=False, soft_wrap=True)
+        self.last_line = time.monotonic()
+
+    def _log_done(self, label: str, result: JobResult | None) -> None:
+        if not self.log:
+            return
+        if result is None:
+            outcome = "done"
+        elif result.error:
+            outcome = f"failed ({result.error[:200]})"
+        else:
+            outcome = f"done in {result.seconds:.0f} s"
+        self._line(f"{self.finished}/{self.total} {label}: {outcome}")
 
     def _show(self, worker: int) -> None:
         bar = self.bars[worker]
@@ -358,7 +384,7 @@ def _run_here(jobs, out, device, plugins, display: BenchDisplay) -> list[JobResu
     for job in jobs:
         display.handle("start", 0, job)
         results.append(_run_job(job, catalog, device, out, progress))
-        display.handle("done", 0)
+        display.handle("done", 0, results[-1])
     return results
 
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cladapt import __version__
 from cladapt.config import field_help, parse_assignments
-from cladapt.errors import CladaptError, ConfigError
+from cladapt.errors import CladaptError, ConfigError, DataError
 from cladapt.terminal import (
     clean,
     exit_code,
@@ -28,8 +28,10 @@ console = Console() if sys.stdout.isatty() else Console(width=160)
 err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
 
 DEBUG_ENV = "CLADAPT_DEBUG"
-DEFAULT_RESULTS = Path("leaderboard/results.csv")
-DEFAULT_SITE = Path("leaderboard/site")
+# a clone's committed leaderboard (leaderboard/) is written only when asked for by --out / --site
+DEFAULT_RESULTS = Path("results/results.csv")
+DEFAULT_SITE = Path("results/site")
+COMMITTED = Path("leaderboard/results.csv")
 
 plugin_option = click.option(
     "--plugin",
@@ -301,6 +303,15 @@ def describe(strategy: str, plugins: tuple[str, ...]) -> None:
         console.print(t)
 
 
+def _default_results() -> Path:
+    """``results/results.csv``; if there is none, a one-line error that names the committed
+    leaderboard of a clone as the other choice."""
+    if not DEFAULT_RESULTS.is_file():
+        hint = f"; the committed leaderboard: --results {COMMITTED}" if COMMITTED.is_file() else ""
+        raise DataError(f"no {DEFAULT_RESULTS} here (cladapt run / bench write it){hint}")
+    return DEFAULT_RESULTS
+
+
 def _print_leaderboard(table, wide: bool = False) -> None:
     """Compact tables that fit 100 columns (``wide``: every metric, for a wide terminal)."""
     from cladapt.leaderboard.console import leaderboard_tables
@@ -324,19 +335,32 @@ def _print_claims(df, catalog=None) -> None:
     verdicts = evaluate([c for c in claims_of(catalog) if c.stream in present], df)
     if not verdicts:
         return
-    t = Table(title="published claims on these rows", title_justify="left", show_lines=True)
-    for name in ("stream", "claim (paper)", "status", "numbers"):
+    shown = [v for v in verdicts if v.status != "not run"]
+    t = Table(title="published claims on these rows", title_justify="left")
+    for name in ("stream", "claim", "status", "numbers", "paper"):
         t.add_column(name, overflow="fold")
     colours = {"held": "green", "not held": "red"}
-    for v in verdicts:
+    for v in shown:
+        sets = "".join(f" at {k}={x}" for k, x in v.claim.sets.items())
         t.add_row(
             plain(v.claim.stream),
-            plain(f"{v.claim.claim} [{v.claim.statement}] ({v.claim.paper})"),
+            plain(v.claim.statement + sets),
             plain(v.status, style=colours.get(v.status, "yellow")),
             plain(v.numbers),
+            plain(v.claim.paper.split(",")[0]),
         )
-    out = console if console.width <= 120 else Console(width=120)
-    out.print(t)
+    out = console if console.width <= 140 else Console(width=140)
+    if shown:
+        out.print(t)
+    missing = len(verdicts) - len(shown)
+    if missing:
+        out.print(
+            plain(
+                f"{missing} more claims need runs these rows do not have (cladapt bench --full); "
+                "the site lists every claim with its paper",
+                style="dim",
+            )
+        )
     out.print(plain(f"rule: {RULE}", style="dim"))
 
 
@@ -357,7 +381,7 @@ def leaderboard(ctx: click.Context, results: tuple[Path, ...], fmt: str, wide: b
         return
     from cladapt.leaderboard import aggregate as agg
 
-    df = agg.load(results or (DEFAULT_RESULTS,))
+    df = agg.load(results or (_default_results(),))
     table = agg.aggregate(df)
     if fmt == "table":
         _print_leaderboard(table, wide=wide)
@@ -380,7 +404,7 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
     from cladapt.leaderboard.aggregate import load
     from cladapt.leaderboard.site import build_site
 
-    inputs = results or (DEFAULT_RESULTS,)
+    inputs = results or (_default_results(),)
     files = build_site(load(inputs), site, inputs=inputs)
     pages = [f for f in files if f.suffix == ".html"]
     console.print(

@@ -49,7 +49,7 @@ from cladapt.results import (
 )
 from cladapt.stream import StreamOptions
 
-DEFAULT_OUT = Path("leaderboard") / "results.csv"
+DEFAULT_OUT = Path("results") / "results.csv"  # never the committed leaderboard/ by default
 
 
 @dataclass
@@ -278,7 +278,11 @@ def execute(
         "stream": stream.name,
         "protocol": protocol_cls.name,
         "setting": setting,
-        "strategy": strategy_entry.name,
+        # a composed run is its own entry: finetune --with lwf is "finetune+lwf"
+        "strategy": "+".join(
+            [strategy_entry.name]
+            + [n for n in reg_names if n not in strategy_entry.factory.regularizers]
+        ),
         "params_json": json.dumps(
             run.params_dict()
             | {"pretrained": pretrained}

@@ -57,7 +57,7 @@ class _Adapted(nn.Module):
         self.vida_down_high, self.vida_up_high = high
         self.scale_low, self.scale_high = 1.0, 1.0
         for down, up, r in ((*low, low[0].weight.shape[0]), (*high, high[0].weight.shape[0])):
-            nn.init.normal_(down.weight, std=1.0 / r)
+            nn.init.normal_(down.weight, std=1.0 / r**2)  # official: std=1 / r**2
             nn.init.zeros_(up.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

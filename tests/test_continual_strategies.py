@@ -118,8 +118,11 @@ def test_with_lwf_composes_with_any_trainer_and_is_recorded(catalog, out):
     assert not (
         plain.result.tables["accuracy_matrix"] == composed.result.tables["accuracy_matrix"]
     ).all()
-    params = json.loads(read_results(out).params_json.iloc[-1])
+    rows = read_results(out)
+    params = json.loads(rows.params_json.iloc[-1])
     assert params["with_lwf"] == {"lwf_alpha": 5.0, "lwf_temperature": 2.0}
+    # the leaderboard entry names the parts: never mistaken for plain finetune
+    assert list(rows.drop_duplicates("run_id").strategy) == ["finetune", "finetune+lwf"]
     # the lwf strategy is finetune with LwF always on
     named = run(catalog, "lwf", out, sets={"epochs": "2", "lwf_alpha": "5"})
     assert (

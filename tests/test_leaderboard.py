@@ -189,3 +189,43 @@ def test_bench_hands_out_the_longest_runs_first_and_shows_one_bar_per_worker():
     display.handle("done", 1)
     assert not tasks[display.bars[1]].visible
     assert tasks[display.overall].completed == 1
+
+
+def test_a_bench_without_a_terminal_logs_a_line_per_finished_run(monkeypatch):
+    """nohup, CI, a batch job: the bars print nothing there, so each finished run is a line,
+    and a heartbeat line comes at least every HEARTBEAT_S seconds."""
+    import io
+
+    from rich.console import Console
+
+    from cladapt import bench
+    from cladapt.bench import BenchDisplay, Job, JobResult
+
+    out = io.StringIO()
+    display = BenchDisplay(Console(file=out, width=100, force_terminal=False), total=2, workers=1)
+    job = Job("digits-c", "tent", 0)
+    display.handle("start", 0, job)
+    display.handle("done", 0, JobResult(job, None, 12.3))
+    display.handle("start", 0, Job("digits-c", "sar", 0))
+    monkeypatch.setattr(bench, "HEARTBEAT_S", -1.0)
+    display.handle("advance", 0, 5)
+    lines = out.getvalue().splitlines()
+    assert "1/2 tent on digits-c, seed 0: done in 12 s" in lines[0]
+    assert "1/2 runs done, 1 running" in lines[1]
+
+
+def test_a_plain_run_never_writes_into_the_committed_leaderboard(run_cli, tmp_path):
+    """From a clone, `cladapt run` / `bench` write results/ by default; leaderboard/results.csv
+    (the committed leaderboard) changes only when --out names it."""
+    committed = tmp_path / "leaderboard" / "results.csv"
+    committed.parent.mkdir()
+    append_rows(committed, summary_rows("r0", "alpha", 0, {"mean_error": 10.0}))
+    before = committed.read_bytes()
+    missing = run_cli("leaderboard")
+    assert missing.returncode != 0
+    assert "--results leaderboard/results.csv" in missing.stderr.strip().splitlines()[-1]
+    res = run_cli("run", "--stream", "digits-shift", "--strategy", "source", "-q")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert committed.read_bytes() == before
+    assert (tmp_path / "results" / "results.csv").is_file()
+    assert run_cli("leaderboard").returncode == 0

@@ -455,3 +455,14 @@ def test_source_augmentation_translates_and_flips_only_where_the_stream_allows(h
     shifts = torch.where(mirrored, cols - 8, cols - 2)
     assert shifts.abs().max() <= 2
     assert len(set(shifts.tolist())) > 3  # translations are drawn per image
+
+
+def test_vida_down_projections_start_at_the_official_std_one_over_r_squared():
+    """Yangsenqiao/vida initialises each down-projection N(0, 1/r^2) (not 1/r)."""
+    from cladapt.plugins.vida import adapted_linear
+
+    torch.manual_seed(0)
+    adapted = adapted_linear(torch.nn.Linear(4096, 8), 1, 16)
+    assert adapted.vida_down_high.weight.std().item() == pytest.approx(1 / 16**2, rel=0.05)
+    assert adapted.vida_down_low.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    assert not adapted.vida_up_high.weight.any() and not adapted.vida_up_low.weight.any()
