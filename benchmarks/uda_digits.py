@@ -4,7 +4,7 @@ pairs (digits -> digits-m, digits -> noisy digits, fonts -> digits), over severa
     python benchmarks/uda_digits.py [--seeds 0,1,2] [--workers 2] [--out PATH] [--set k=v ...]
 
 Prints, per pair, target and source accuracy (mean +- std over seeds) for every method and the
-two checks of issue 16: DANN's source accuracy within 5 points of source-only's, and DANN's
+two checks: DANN's source accuracy within 5 points of source-only's, and DANN's
 target accuracy >= source-only's + 5 points. Each run uses the stream's defaults (budget in
 iterations, see streams/digits.toml); ``--set`` overrides them for every run. The table in
 docs/uda.md is this script's output. ``target-oracle`` trains on the *labelled* target: an

@@ -1,4 +1,4 @@
-"""Why ViDA scores like bn-adapt on the short embedded streams (issue 17, item 2).
+"""Why ViDA scores like bn-adapt on the short embedded streams.
 
     python benchmarks/vida_vs_bn.py [--stream digits-shift] [--seed 0]
 

@@ -41,7 +41,7 @@ class PretrainRecipe:
     seed: int = 0
 
 
-# mtil-mini's ResNet tower: 500 steps take 38 s on 2 idle CPU cores (issue 14's bound: 2 min);
+# mtil-mini's ResNet tower: 500 steps take 38 s on 2 idle CPU cores (bound: 2 min);
 # the ViT's 1000 steps take ~137 s
 RECIPES = {"vit": PretrainRecipe(), "resnet": PretrainRecipe(steps=500)}
 _ARCH_KEYS = {"vit": "v1", "resnet": "rn-v1"}  # "v1": the ViT's cached files stay valid
