@@ -66,3 +66,19 @@ def test_every_tta_strategy_under_bf16_is_within_a_point_of_fp32_or_refuses(out)
         assert abs(errors["bf16"] - errors["off"]) <= 1.0, (s, errors)
     with pytest.raises(ConfigError, match="lame runs in fp32 only"):
         execute(RunSpec("test-digits-c3", "lame", {"amp": "bf16"}, out=out), catalog)
+
+
+def test_test_time_runs_record_the_activations_held_for_backward(out):
+    """EcoTTA's memory claim reads ``saved_activation_mb``: the peak bytes autograd holds during
+    the run's first adaptation step, the same on every device and seed. BN adaptation holds
+    nothing; Tent holds what a backward through the network needs."""
+    from cladapt.manager import load_catalog
+
+    catalog = load_catalog(["plugins_for_tests"])
+    saved = {}
+    for s, seed in (("bn-adapt", 0), ("tent", 0), ("tent", 1), ("ecotta", 0)):
+        spec = RunSpec("test-digits-c3", s, out=out, device="cpu", seed=seed)
+        saved[s, seed] = execute(spec, catalog).summary["saved_activation_mb"]
+    assert saved["bn-adapt", 0] == 0.0
+    assert saved["tent", 0] > 1 and saved["ecotta", 0] > 1
+    assert saved["tent", 0] == saved["tent", 1]

@@ -34,6 +34,7 @@ HEADLINES: dict[str, list[tuple[str, str]]] = {
 COST = [
     "images_per_s",
     "peak_memory_mb",
+    "saved_activation_mb",
     "trainable_params",
     "wall_time_s",
     "train_flops",

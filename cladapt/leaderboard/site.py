@@ -52,6 +52,7 @@ LABELS = {
     "source_accuracy": "source acc %",
     "images_per_s": "images/s",
     "peak_memory_mb": "peak MB",
+    "saved_activation_mb": "saved for backward MB",
     "trainable_params": "trainable params",
     "wall_time_s": "wall s",
     "train_flops": "train FLOPs",

@@ -34,6 +34,7 @@ from cladapt.data.label_order import dirichlet_order, sorted_order
 from cladapt.data.scenarios import targets_of
 from cladapt.device import AMP_HELP
 from cladapt.errors import ConfigError
+from cladapt.profiling import saved_activation_bytes
 from cladapt.protocols.base import ProtocolResult, check_finite, flag_nonfinite
 from cladapt.results import Record
 from cladapt.stream import Experience
@@ -83,9 +84,10 @@ class TestTimeProtocol:
                 if run.setting == "episodic" and i > 0:
                     run.hook.cladapt_reset(run=run)
                 errors[label] = self._adapt_on(run, exp, i, data, label)
-        return ProtocolResult(
-            headline={"mean_error": metrics.mean_error(errors)}, tables={"errors": errors}
-        )
+        headline = {"mean_error": metrics.mean_error(errors)}
+        if "_saved_bytes" in run.state:
+            headline["saved_activation_mb"] = run.state.pop("_saved_bytes") / 2**20
+        return ProtocolResult(headline=headline, tables={"errors": errors})
 
     def _phases(self, run: Run) -> Iterator[tuple[Experience, Dataset, str]]:
         for exp in run.stream.experiences:
@@ -139,8 +141,20 @@ class TestTimeProtocol:
         return error
 
     def _scored(self, run: Run, x: torch.Tensor, b: int) -> torch.Tensor:
-        """The strategy's logits for one batch; NaN/inf losses or logits stop the run."""
-        logits = run.hook.cladapt_adapt(run=run, batch=Batch(x=x))
+        """The strategy's logits for one batch; NaN/inf losses or logits stop the run. The
+        run's first batch is adapted under a count of the activation bytes autograd holds for
+        backward (peak; the models' own weights left out): the memory that EcoTTA-style methods
+        save, independent of the device (``saved_activation_mb``). Counting does not change any
+        value."""
+        adapt = lambda: run.hook.cladapt_adapt(run=run, batch=Batch(x=x))  # noqa: E731
+        if "_saved_measured" in run.state:
+            logits = adapt()
+        else:
+            resident = [run.model] + [
+                m for m in vars(run.strategy).values() if isinstance(m, torch.nn.Module)
+            ]
+            logits, run.state["_saved_bytes"] = saved_activation_bytes(adapt, resident)
+            run.state["_saved_measured"] = True
         flag_nonfinite(run, logits)
         if b % run.params.check_every == 0:
             check_finite(run)
