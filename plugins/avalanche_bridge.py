@@ -10,7 +10,7 @@ leaderboard. One Avalanche benchmark is built from all experiences at setup, so 
 
 Limits, stated: class-incremental setting only (Avalanche's classic strategies do not take
 cladapt's task masks); training FLOPs are not counted (Avalanche's loop is not instrumented:
-``train_flops`` is 0 for these rows); data goes through Avalanche's DataLoader on the CPU side.
+these rows have no ``train_flops``: "not measured", and they stay off the FLOPs plots); data goes through Avalanche's DataLoader on the CPU side.
 Without avalanche-lib installed the strategies are still listed and a run fails with one line
 saying what to install; the core never imports it.
 
@@ -141,6 +141,7 @@ class AvalancheStrategy(Strategy):
 
     protocols = ("continual",)
     max_epochs = 0  # the protocol's own loop does nothing: Avalanche trains in before_experience
+    train_flops_measured = False  # Avalanche's loop is not instrumented
     requires = ("avalanche",)
     avalanche_class: ClassVar[str] = "Naive"
     extra_args: ClassVar[tuple[str, ...]] = ()

@@ -269,6 +269,19 @@ def test_uda_table_puts_pairs_in_columns_and_oracles_last():
                     target,
                     "source",
                 ),
+                row(
+                    run,
+                    stream,
+                    "uda",
+                    "default",
+                    strategy,
+                    0,
+                    "eval",
+                    "source_accuracy",
+                    10.0,
+                    "epoch1",
+                    "source",
+                ),  # a learning-curve row: not the final value
                 row(run, stream, "uda", "default", strategy, 0, "summary", "oracle", oracle),
                 row(run, stream, "uda", "default", strategy, 0, "summary", "target_error", err),
             ]
@@ -283,6 +296,8 @@ def test_uda_table_puts_pairs_in_columns_and_oracles_last():
     ]
     assert [r.label for r in t.rows] == ["mcc", "dann", "target-oracle"]
     assert t.rows[0].cells[:2] == [80.0, 80.0] and t.rows[-1].oracle
+    # every cell with data behind it is filled: the final source accuracy too
+    assert all(r.cells[-1] == 95.0 for r in t.rows)
 
 
 def test_published_numbers_only_on_their_real_streams():

@@ -112,7 +112,9 @@ def test_avalanche_strategies_are_scored_by_cladapt(catalog, out):
     assert final["avl-replay"] > final["avl-naive"] + 20
     df = read_results(out)
     for strategy in ("avl-naive", "avl-lwf", "avl-agem", "avl-replay"):
-        assert "avg_accuracy" in set(df[df.strategy == strategy].metric)
+        metrics = set(df[df.strategy == strategy].metric)
+        # Avalanche's loop is not instrumented: its training FLOPs are not measured, never 0
+        assert "avg_accuracy" in metrics and "train_flops" not in metrics
 
 
 def test_avalanche_missing_is_a_one_line_error(run_cli, tmp_path):

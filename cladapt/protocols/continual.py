@@ -96,6 +96,11 @@ class ContinualProtocol:
         iterations = cfg.iterations if cap is None else 0
 
         flops = {"train_flops": 0.0, "inference_flops": 0.0}
+        # a strategy that trains outside the protocol's loop (Avalanche's) is not counted:
+        # its training FLOPs are "not measured", never 0
+        measured = getattr(run.strategy, "train_flops_measured", True)
+        if not measured:
+            del flops["train_flops"]
         top5_errors: dict[str, float] = {}
         peak_trainable = run.trainable_parameters()
 
@@ -180,7 +185,7 @@ class ContinualProtocol:
                 fit(data, masks[t], meter, f"train {exp.name}")
             peak_trainable = max(peak_trainable, run.trainable_parameters())
             run.hook.cladapt_after_experience(run=run, experience=exp)
-            if meter is not None:
+            if meter is not None and measured:
                 flops["train_flops"] += meter.total
                 run.hook.cladapt_evaluated(
                     run=run, records=[Record("train_flops", meter.total, exp.name, exp.name)]
