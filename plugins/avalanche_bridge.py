@@ -10,7 +10,8 @@ leaderboard. One Avalanche benchmark is built from all experiences at setup, so 
 
 Limits, stated: class-incremental setting only (Avalanche's classic strategies do not take
 cladapt's task masks); training FLOPs are not counted (Avalanche's loop is not instrumented:
-these rows have no ``train_flops``: "not measured", and they stay off the FLOPs plots); data goes through Avalanche's DataLoader on the CPU side.
+these rows have no ``train_flops``, "not measured", and stay off the FLOPs plots); data goes
+through Avalanche's DataLoader on the CPU side.
 Without avalanche-lib installed the strategies are still listed and a run fails with one line
 saying what to install; the core never imports it.
 
