@@ -267,3 +267,26 @@ def test_every_selection_trial_starts_from_the_same_optimizer_state():
         (100 * model(torch.ones(1, 2))).sum().backward()
         opt.step()
     assert torch.equal(start[1]["state"][0]["momentum_buffer"], before)
+
+
+def test_each_selection_trial_starts_with_a_fresh_optimizer_state(catalog, tmp_path):
+    """dm_nevis initialises the optimizer per trial: the first step of every trial finds no
+    momentum buffer, also on tasks after the first (trials alternate lr 0.01 / 0.02 here, so a
+    change of rate marks a trial's first step)."""
+    from cladapt.hookspecs import hookimpl
+
+    class Spy:
+        def __init__(self) -> None:
+            self.steps: list[tuple[float, int]] = []  # (lr, optimizer state entries)
+
+        @hookimpl
+        def cladapt_extra_losses(self, run, batch, outputs):
+            self.steps.append((run.optimizer.param_groups[0]["lr"], len(run.optimizer.state)))
+
+    spy = Spy()
+    sets = {"epochs": "1", "lr_grid": "0.01,0.02"}
+    spec = RunSpec("nevis-mini", "finetune", sets, out=tmp_path / "r.csv", run_plugins=(spy,))
+    execute(spec, catalog)
+    firsts = [n for (lr, n), (prev, _) in zip(spy.steps[1:], spy.steps, strict=False) if lr != prev]
+    assert len(firsts) >= 19 and set(firsts) == {0}
+    assert any(n > 0 for _, n in spy.steps)  # momentum exists within a trial

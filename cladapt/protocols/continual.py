@@ -233,6 +233,9 @@ class ContinualProtocol:
         diverged = 0
         for i, trial in enumerate(trials):
             load(run.model, run.optimizer, start)
+            # dm_nevis trains each trial with a freshly initialised optimizer: no momentum or
+            # moments carried over from the previous task's winner
+            run.optimizer.state.clear()
             cfg.label_smoothing = trial.label_smoothing  # read by the default loss
             run.state["lr_override"] = trial.lr  # read by strategies with a schedule
             for group in run.optimizer.param_groups:

@@ -8,7 +8,8 @@ dm_nevis (google-deepmind/dm_nevis, ``experiments_jax/configs/finetuning_dknn.py
   zipped: learning rates log-uniform in [1e-4, 1e-1] drawn by ``random.Random(k + 1)`` and
   label smoothing uniform in [0, 0.3] drawn by ``random.Random(k + 2)``
   (``hype.log_uniform_random_values`` / ``uniform_random_values``; 16 trials per task);
-- every trial trains from the same starting state on the train split, validating on the dev split
+- every trial trains from the same starting weights, with a fresh optimizer state (no momentum
+  carried over from the previous task), on the train split, validating on the dev split
   after the first step, every ``validate_every`` steps and once at the end, and keeps the state
   with the lowest dev error seen (checkpoint selection; the configs' early-stopping grace equals
   the step budget, so training is never cut short);
