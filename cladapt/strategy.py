@@ -33,6 +33,9 @@ class Strategy:
     # an oracle reference, not a method: the UDA protocol gives it the target's labels
     # (Batch.y_target); its rows are marked `oracle` in the summary and on the leaderboard
     uses_target_labels: ClassVar[bool] = False
+    # a reference point the methods are read against, not a method (e.g. "upper bound" for joint
+    # training, "zero-shot reference"): marked on the leaderboard and never a stream's "best"
+    reference: ClassVar[str] = ""
 
     def __init__(self, cfg: Any | None = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()

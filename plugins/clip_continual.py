@@ -70,6 +70,7 @@ class ZeroShot(Strategy):
 
     name = "zero-shot"
     protocols = ("continual",)
+    reference = "zero-shot reference"
     max_epochs = 0
     requires_prompts = True
 

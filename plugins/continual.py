@@ -67,6 +67,7 @@ class Joint(Independent):
     """Retrain from the initial weights on all data seen so far (the non-continual upper bound)."""
 
     name = "joint"
+    reference = "upper bound"
 
     def seen(self, run: Run) -> list[Experience]:
         return run.stream.experiences[: run.experience_index + 1]

@@ -119,6 +119,7 @@ class TargetOracle(SourceOnly):
 
     name = "target-oracle"
     uses_target_labels = True
+    reference = "oracle"
 
     @hookimpl
     def cladapt_train_step(self, run: Run, batch: Batch) -> StepOutput:

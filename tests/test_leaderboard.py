@@ -1,6 +1,7 @@
 """Aggregation over seeds, output formats, the static site, and the bench command."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -229,3 +230,36 @@ def test_a_plain_run_never_writes_into_the_committed_leaderboard(run_cli, tmp_pa
     assert committed.read_bytes() == before
     assert (tmp_path / "results" / "results.csv").is_file()
     assert run_cli("leaderboard").returncode == 0
+
+
+def test_reference_points_are_marked_and_never_a_streams_best(tmp_path):
+    """joint (an upper bound) and zero-shot are reference points: a stream's "best" is the best
+    method; MTIL streams rank by ZSCL's Avg and show Transfer / Avg / Last."""
+    rows = []
+    for run, strategy, acc in (
+        ("r1", "joint", 99.0),
+        ("r2", "finetune", 20.0),
+        ("r3", "lwf", 30.0),
+    ):
+        rows += summary_rows(
+            run, strategy, 0, {"avg_accuracy": acc}, stream="cl", protocol="continual"
+        )
+    mtil = {
+        "zero-shot": (70.0, 61.0, 61.0),
+        "finetune": (44.0, 47.0, 60.0),
+        "zscl": (60.0, 56.0, 59.0),
+    }
+    for i, (strategy, (transfer, avg, last)) in enumerate(mtil.items()):
+        metrics = {"transfer": transfer, "avg": avg, "last": last, "avg_accuracy": last}
+        rows += summary_rows(f"m{i}", strategy, 0, metrics, stream="mini", protocol="continual")
+    append_rows(tmp_path / "r.csv", rows)
+    build_site(load([tmp_path / "r.csv"]), tmp_path / "site")
+    index = (tmp_path / "site" / "index.html").read_text()
+    cells = [re.findall(r'data-value="([^"]*)"', tr) for tr in index.split("<tr>")[2:]]
+    best = {c[0]: c[4] for c in cells if c and c[0] in ("cl", "mini")}
+    assert best == {"cl": "lwf", "mini": "zscl"}
+    page = (tmp_path / "site" / "streams" / f"{slug('cl')}.html").read_text()
+    assert "(upper bound)" in page
+    mini = (tmp_path / "site" / "streams" / f"{slug('mini')}.html").read_text()
+    assert all(f'data-metric="{m}"' in mini for m in ("transfer", "avg", "last"))
+    assert "(zero-shot reference)" in mini
