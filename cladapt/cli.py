@@ -160,6 +160,13 @@ def _catalog(plugins: tuple[str, ...]):
     help="add a loss plugin (e.g. lwf, ewc) to the strategy; repeatable",
 )
 @click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="torch CPU threads (default: the cores this process may use: its CPU affinity, capped "
+    "by a cgroup quota; more would oversubscribe a shared machine)",
+)
 def run(
     stream,
     strategy,
@@ -176,10 +183,16 @@ def run(
     plugins,
     regularizers,
     quiet,
+    threads,
 ):
     """Run one strategy on one stream and append the results to the CSV."""
+    import torch
+
     from cladapt.progress import NullProgress, RichProgress
     from cladapt.runner import RunSpec, execute
+    from cladapt.workers import cpu_count
+
+    torch.set_num_threads(threads or cpu_count())
 
     spec = RunSpec(
         stream=stream,
