@@ -225,7 +225,7 @@ def test_a_plain_run_never_writes_into_the_committed_leaderboard(run_cli, tmp_pa
     missing = run_cli("leaderboard")
     assert missing.returncode != 0
     assert "--results leaderboard/results.csv" in missing.stderr.strip().splitlines()[-1]
-    res = run_cli("run", "--stream", "digits-shift", "--strategy", "source", "-q")
+    res = run_cli("run", "--stream", "digits-shift", "--strategy", "source", "-q", "--threads", "1")
     assert res.returncode == 0, res.stderr[-2000:]
     assert committed.read_bytes() == before
     assert (tmp_path / "results" / "results.csv").is_file()
