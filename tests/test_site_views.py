@@ -401,3 +401,20 @@ def test_nevis_page_plots_error_against_flops_and_tabulates_tasks(tmp_path):
     assert 'id="nevis-table"' in page and "error % on each task after learning it" in page
     plot = page[page.index('id="tradeoff"') :]
     assert "training FLOPs (log scale)" in plot and "error after learning %" in plot
+
+
+def test_run_table_shows_only_the_parameters_that_differ():
+    from cladapt.leaderboard.site import params_differences
+
+    runs = pd.DataFrame(
+        {
+            "strategy": ["tent", "tent", "tent", "source"],
+            "params_json": [
+                '{"lr": 0.001, "batch_size": 64}',
+                '{"lr": 0.001, "batch_size": 64}',
+                '{"lr": 0.01, "batch_size": 64}',
+                '{"batch_size": 1}',
+            ],
+        }
+    )
+    assert params_differences(runs) == ["", "", "lr=0.01", ""]

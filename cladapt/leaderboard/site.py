@@ -231,6 +231,7 @@ def build_site(
                 "params_json",
             ]
         ].assign(status=lambda d: [status[r] for r in d.run_id])
+        provenance["params_diff"] = params_differences(provenance)
         # reference points (joint's upper bound, zero-shot, oracles) are never "best"
         methods = st[(st.reference == "") & ~st.oracle] if "oracle" in st else st
         best = methods.iloc[0] if f"{metric}_mean" in methods and len(methods) else None
@@ -288,6 +289,35 @@ def build_site(
     else:
         files[csv_name] = rows_csv
     return _install(site, files)
+
+
+def params_differences(runs: pd.DataFrame) -> list[str]:
+    """Per run, the ``params_json`` values that differ from the most common value of that key
+    among the runs of the same strategy (``key=value, ...``; '' when none): a page shows these,
+    the full JSON on demand, instead of every parameter of every run."""
+    parsed = []
+    for text in runs.params_json:
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError):
+            value = {}
+        parsed.append(value if isinstance(value, dict) else {})
+    out = [""] * len(parsed)
+    for strategy in set(runs.strategy):
+        idx = [i for i, s in enumerate(runs.strategy) if s == strategy]
+        keys = {k for i in idx for k in parsed[i]}
+        common = {}
+        for k in keys:
+            values = [json.dumps(parsed[i].get(k), sort_keys=True) for i in idx]
+            common[k] = max(set(values), key=values.count)
+        for i in idx:
+            diff = [
+                f"{k}={json.dumps(parsed[i].get(k), sort_keys=True)}"
+                for k in sorted(keys)
+                if json.dumps(parsed[i].get(k), sort_keys=True) != common[k]
+            ]
+            out[i] = ", ".join(diff)
+    return out
 
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
