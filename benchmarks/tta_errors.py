@@ -3,10 +3,11 @@
     python benchmarks/tta_errors.py            # tables from the committed result CSVs
     python benchmarks/tta_errors.py --run      # rerun digits-shift first (~20 min on 2 cores)
 
-digits-c is in the default ``cladapt bench``, so its rows are the committed leaderboard's
-(``leaderboard/results.csv``; rerun with ``cladapt bench``). digits-shift is not (its rows are in
-``benchmarks/results/tta_digits_shift.csv``; ``--run`` rewrites them with ``cladapt bench --suite
-embedded-all --stream digits-shift``). Prints, per stream, a markdown table: error % per domain
+digits-c is in ``cladapt bench --full``, so its rows are the committed leaderboard's
+(``leaderboard/results.csv``; rerun with ``cladapt bench --full --out leaderboard/results.csv
+--site leaderboard/site``). digits-shift is not (its rows are in
+``benchmarks/results/tta_digits_shift.csv``; ``--run`` rewrites them with ``cladapt bench --full
+--suite embedded-all --stream digits-shift``). Prints, per stream, a markdown table: error % per domain
 (mean over seeds) and the mean over domains (mean ± std over seeds), best first.
 """
 
@@ -50,7 +51,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.run:
         with tempfile.TemporaryDirectory() as site:
-            cmd = ["cladapt", "bench", "--suite", "embedded-all", "--stream", "digits-shift"]
+            cmd = ["cladapt", "bench", "--full", "--suite", "embedded-all"]
+            cmd += ["--stream", "digits-shift"]
             cmd += ["--out", str(SOURCES["digits-shift"]), "--site", site]
             subprocess.run(cmd, check=True)
     for stream, path in SOURCES.items():
