@@ -369,8 +369,8 @@ def _print_claims(df, catalog=None) -> None:
     if missing:
         out.print(
             plain(
-                f"{missing} more claims need runs these rows do not have (cladapt bench --full); "
-                "the site lists every claim with its paper",
+                f"{missing} more claims need runs these rows do not have (the quick suite "
+                "leaves some out: cladapt bench --full); the site lists each with what is missing",
                 style="dim",
             )
         )
