@@ -7,8 +7,8 @@ digits-c is in ``cladapt bench --full``, so its rows are the committed leaderboa
 (``leaderboard/results.csv``; rerun with ``cladapt bench --full --out leaderboard/results.csv
 --site leaderboard/site``). digits-shift is not (its rows are in
 ``benchmarks/results/tta_digits_shift.csv``; ``--run`` rewrites them with ``cladapt bench --full
---suite embedded-all --stream digits-shift``). Prints, per stream, a markdown table: error % per domain
-(mean over seeds) and the mean over domains (mean ± std over seeds), best first.
+--suite embedded-all --stream digits-shift``). Prints, per stream, a markdown table: error % per
+domain (mean over seeds) and the mean over domains (mean ± std over seeds), best first.
 """
 
 from __future__ import annotations
