@@ -125,7 +125,7 @@ def _catalog(plugins: tuple[str, ...]):
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("leaderboard/results.csv"),
+    default=DEFAULT_RESULTS,
     show_default=True,
     help="results CSV to append to",
 )
