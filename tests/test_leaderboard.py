@@ -263,3 +263,22 @@ def test_reference_points_are_marked_and_never_a_streams_best(tmp_path):
     mini = (tmp_path / "site" / "streams" / f"{slug('mini')}.html").read_text()
     assert all(f'data-metric="{m}"' in mini for m in ("transfer", "avg", "last"))
     assert "(zero-shot reference)" in mini
+
+
+def test_the_site_header_names_the_suite_the_rows_cover(catalog):
+    from cladapt.bench import suite_jobs
+    from cladapt.leaderboard.provenance import describe
+
+    rows = []
+    for i, job in enumerate(suite_jobs(catalog, "quick", 1)):
+        model = "clip+pretrained" if job.stream == "mtil-mini" or job.pretrained else "small-cnn"
+        for row in summary_rows(f"r{i}", job.strategy, 0, {"x": 1.0}, stream=job.stream):
+            rows.append(row | {"model": model, "params_json": '{"precision": "fp32"}'})
+    df = pd.DataFrame(rows)
+    made = describe(df, catalog)
+    assert made["suite"] == "quick suite (1 seed)"
+    assert made["precision"] == f"fp32 ({len(set(df.run_id))} runs)" and made["devices"] == "cpu"
+    # one run short, or its pre-trained weights missing: only a selection
+    assert describe(df[df.run_id != "r0"], catalog)["suite"].startswith("a selection")
+    plain = df.assign(model="small-cnn")
+    assert describe(plain, catalog)["suite"].startswith("a selection")

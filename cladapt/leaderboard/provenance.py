@@ -15,29 +15,35 @@ def _precision(params_json: str) -> str:
         return "not recorded"
 
 
-def _pairs(jobs) -> set[tuple[str, str, bool]]:
-    return {(j.stream, j.strategy, j.pretrained) for j in jobs}
+def _covers(models: dict[tuple[str, str], set[str]], jobs) -> bool:
+    """Every job of a suite has a run: its (stream, strategy), on pre-trained weights where the
+    job asks for them (a stream may pre-train its default model anyway, as mtil-mini does)."""
+    return all(
+        (j.stream, j.strategy) in models
+        and (
+            not j.pretrained or any(m.endswith("+pretrained") for m in models[j.stream, j.strategy])
+        )
+        for j in jobs
+    )
 
 
 def suite_name(df: pd.DataFrame, catalog) -> str:
-    """``quick suite`` / ``full suite`` when the rows' (stream, strategy, weights) pairs are
-    exactly (quick) or at least (full) a suite's, else ``a selection``; with the seed count."""
+    """``quick suite`` / ``full suite`` when the rows cover exactly (quick) or at least (full) a
+    suite's runs, else ``a selection``; with the seed count."""
     from cladapt.bench import suite_jobs
 
     runs = df.drop_duplicates("run_id")
-    have = {
-        (r.stream, r.strategy, str(r.model).endswith("+pretrained"))
-        for r in runs.itertuples(index=False)
-    }
+    models: dict[tuple[str, str], set[str]] = {}
+    for r in runs.itertuples(index=False):
+        models.setdefault((r.stream, r.strategy), set()).add(str(r.model))
     seeds = runs.groupby(["stream", "strategy", "model"]).seed.nunique()
     n = f"{seeds.max()} seed{'s' if seeds.max() > 1 else ''}" if len(seeds) else "no runs"
-    quick = _pairs(suite_jobs(catalog, "quick", 1))
-    full = _pairs(suite_jobs(catalog, "full", 1))
-    if have and have <= quick and len(have) >= len(quick):
+    quick = suite_jobs(catalog, "quick", 1)
+    if models and _covers(models, quick) and set(models) <= {(j.stream, j.strategy) for j in quick}:
         return f"quick suite ({n})"
-    if have and full <= have:
+    if models and _covers(models, suite_jobs(catalog, "full", 1)):
         return f"full suite ({n})"
-    return f"a selection of {len(have)} (stream, strategy) pairs ({n})"
+    return f"a selection of {len(models)} (stream, strategy) pairs ({n})"
 
 
 def describe(df: pd.DataFrame, catalog=None) -> dict[str, str]:
