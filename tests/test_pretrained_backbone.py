@@ -89,7 +89,9 @@ def test_a_trunk_that_cannot_be_loaded_is_an_error_not_random_weights(tmp_path, 
     from cladapt.models import letters_pretrain as lp
     from cladapt.models.small_cnn import SmallCNN
 
-    bad = tmp_path / "small-cnn-letters.pt"
+    monkeypatch.setenv("CLADAPT_CACHE", str(tmp_path))  # an unusable *cache* file is remade
+    bad = tmp_path / "models" / "small-cnn-letters.pt"
+    bad.parent.mkdir()
 
     def always_unusable(input_shape, progress=None):
         bad.write_bytes(b"not a checkpoint")
@@ -98,3 +100,11 @@ def test_a_trunk_that_cannot_be_loaded_is_an_error_not_random_weights(tmp_path, 
     monkeypatch.setattr(lp, "ensure_pretrained", always_unusable)
     with pytest.warns(UserWarning, match="unusable"), pytest.raises(DataError):
         lp.load_pretrained_backbone(SmallCNN(num_classes=10), (3, 32, 32))
+    # a file outside the cache (e.g. weights shipped in the package) is reported, never deleted
+    outside = tmp_path.parent / f"{tmp_path.name}-shipped.pt"
+    outside.write_bytes(b"not a checkpoint")
+    monkeypatch.setattr(lp, "ensure_pretrained", lambda input_shape, progress=None: outside)
+    with pytest.raises(DataError):
+        lp.load_pretrained_backbone(SmallCNN(num_classes=10), (3, 32, 32))
+    assert outside.is_file()
+    outside.unlink()
