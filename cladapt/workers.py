@@ -72,7 +72,11 @@ def default_workers(device: str, machine: Machine, run_peak_mb: float | None = N
     if device.startswith("cuda") or (device == "auto" and machine.gpu_free_mb):
         if not machine.gpu_free_mb:
             return 1
-        gpus = machine.gpu_free_mb if device in ("auto", "cuda") else machine.gpu_free_mb[:1]
+        if device in ("auto", "cuda"):
+            gpus = machine.gpu_free_mb
+        else:  # cuda:N: that GPU alone
+            index = int(device.split(":", 1)[1])
+            gpus = machine.gpu_free_mb[index : index + 1] or machine.gpu_free_mb[:1]
         fit = sum(runs_per_gpu(free, peak) for free in gpus)
         return max(1, min(machine.cores, fit))
     if device == "mps" or (device == "auto" and machine.mps):

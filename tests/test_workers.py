@@ -30,9 +30,10 @@ def test_gpu_memory_caps_the_workers_with_a_margin():
 
 
 def test_several_gpus_add_up_and_cuda_n_uses_one():
-    two = Machine(cores=64, gpu_free_mb=(8_000.0, 8_000.0))
-    assert default_workers("auto", two, run_peak_mb=2000) == 4
-    assert default_workers("cuda:1", two, run_peak_mb=2000) == 2
+    two = Machine(cores=64, gpu_free_mb=(8_000.0, 16_000.0))
+    assert default_workers("auto", two, run_peak_mb=2000) == 6
+    assert default_workers("cuda:0", two, run_peak_mb=2000) == 2
+    assert default_workers("cuda:1", two, run_peak_mb=2000) == 4
 
 
 def test_without_a_measured_peak_the_default_estimate_is_used():
