@@ -59,6 +59,15 @@ def load(paths: Iterable[str | Path]) -> pd.DataFrame:
     return merged.drop_duplicates(ignore_index=True) if len(frames) > 1 else merged
 
 
+def params_of(params_json: object) -> dict:
+    """A row's ``params_json`` as a dict ({} for a cell that is not a JSON object)."""
+    try:
+        value = json.loads(str(params_json))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def finished_runs(df: pd.DataFrame) -> pd.DataFrame:
     """Summary rows of runs without an error row, latest run per (configuration, seed)."""
     failed = set(df.loc[df.row_type == "error", "run_id"])

@@ -20,14 +20,13 @@ error se = sqrt(sd_a^2 / n_a + sd_b^2 / n_b).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from cladapt.leaderboard.aggregate import finished_runs
+from cladapt.leaderboard.aggregate import finished_runs, params_of
 
 RELATIONS = {"<": (-1, True), ">": (1, True), "<=": (-1, False), ">=": (1, False)}
 Z = 2.0
@@ -97,10 +96,7 @@ def _side(runs: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def _matches(params_json: str, sets: dict[str, Any]) -> bool:
-    try:
-        params = json.loads(params_json)
-    except (TypeError, ValueError):
-        return False
+    params = params_of(params_json)
     return all(params.get(k) == v for k, v in sets.items())
 
 
@@ -175,25 +171,3 @@ def evaluate(claims: list[Claim], df: pd.DataFrame) -> list[Verdict]:
             status = "undecided"
         verdicts.append(Verdict(claim, status, numbers))
     return verdicts
-
-
-def verdict_table(verdicts: list[Verdict]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "stream": v.claim.stream,
-                "claim": v.claim.claim,
-                "statement": v.claim.statement
-                + (
-                    " at " + ", ".join(f"{k}={x}" for k, x in v.claim.sets.items())
-                    if v.claim.sets
-                    else ""
-                ),
-                "status": v.status,
-                "numbers": v.numbers,
-                "paper": v.claim.paper,
-            }
-            for v in verdicts
-        ],
-        columns=["stream", "claim", "statement", "status", "numbers", "paper"],
-    )

@@ -3,16 +3,13 @@ themselves, so a rebuilt site says the same as the bench that made it."""
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
+
+from cladapt.leaderboard.aggregate import params_of
 
 
 def _precision(params_json: str) -> str:
-    try:
-        return str(json.loads(params_json).get("precision", "not recorded"))
-    except (TypeError, ValueError):
-        return "not recorded"
+    return str(params_of(params_json).get("precision", "not recorded"))
 
 
 def _covers(models: dict[tuple[str, str], set[str]], jobs) -> bool:

@@ -33,6 +33,7 @@ from cladapt.leaderboard.aggregate import (
     finished_runs,
     headline,
     metric_columns,
+    params_of,
     run_status,
     stream_headlines,
 )
@@ -295,13 +296,7 @@ def params_differences(runs: pd.DataFrame) -> list[str]:
     """Per run, the ``params_json`` values that differ from the most common value of that key
     among the runs of the same strategy (``key=value, ...``; '' when none): a page shows these,
     the full JSON on demand, instead of every parameter of every run."""
-    parsed = []
-    for text in runs.params_json:
-        try:
-            value = json.loads(text)
-        except (TypeError, ValueError):
-            value = {}
-        parsed.append(value if isinstance(value, dict) else {})
+    parsed = [params_of(text) for text in runs.params_json]
     out = [""] * len(parsed)
     for strategy in set(runs.strategy):
         idx = [i for i, s in enumerate(runs.strategy) if s == strategy]

@@ -147,14 +147,13 @@ class TestTimeProtocol:
         save, independent of the device (``saved_activation_mb``). Counting does not change any
         value."""
         adapt = lambda: run.hook.cladapt_adapt(run=run, batch=Batch(x=x))  # noqa: E731
-        if "_saved_measured" in run.state:
+        if "_saved_bytes" in run.state:  # measured on the run's first batch (popped at its end)
             logits = adapt()
         else:
             resident = [run.model] + [
                 m for m in vars(run.strategy).values() if isinstance(m, torch.nn.Module)
             ]
             logits, run.state["_saved_bytes"] = saved_activation_bytes(adapt, resident)
-            run.state["_saved_measured"] = True
         flag_nonfinite(run, logits)
         if b % run.params.check_every == 0:
             check_finite(run)
