@@ -418,3 +418,6 @@ def test_run_table_shows_only_the_parameters_that_differ():
         }
     )
     assert params_differences(runs) == ["", "", "lr=0.01", ""]
+    # a tie goes to the value seen first, whatever the hash seed (a rebuilt page is the same)
+    tie = pd.DataFrame({"strategy": ["nmc"] * 2, "params_json": ['{"p": false}', '{"p": true}']})
+    assert params_differences(tie) == ["", "p=true"]

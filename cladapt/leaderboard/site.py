@@ -304,7 +304,8 @@ def params_differences(runs: pd.DataFrame) -> list[str]:
         common = {}
         for k in keys:
             values = [json.dumps(parsed[i].get(k), sort_keys=True) for i in idx]
-            common[k] = max(set(values), key=values.count)
+            # ties go to the value seen first: a rebuilt page must not change with hash seeds
+            common[k] = max(dict.fromkeys(values), key=values.count)
         for i in idx:
             diff = [
                 f"{k}={json.dumps(parsed[i].get(k), sort_keys=True)}"
