@@ -482,8 +482,10 @@ def bench(full, suite, seeds, out, site, append, device, workers, only, streams,
     from cladapt.bench import default_workers, measured_wall_times, order_jobs, run_jobs, suite_jobs
     from cladapt.leaderboard.aggregate import aggregate, load
     from cladapt.leaderboard.site import build_site
-    from cladapt.results import check_results_path, is_sink
+    from cladapt.results import check_results_path, is_sink, move_aside
 
+    if is_sink(out):  # the bench summarises its rows: a sink would run everything for nothing
+        raise ConfigError(f"bench needs a results file to summarise; --out {out} keeps no rows")
     catalog = _catalog(plugins)
     for name in only:
         catalog.strategies.get(name)  # unknown names fail here, with a suggestion
@@ -506,8 +508,9 @@ def bench(full, suite, seeds, out, site, append, device, workers, only, streams,
     protocol_of = {j: catalog.streams.get(j.stream).protocols[0] for j in jobs}
     jobs = order_jobs(jobs, measured_wall_times(out) if out.exists() else {}, protocol_of)
     workers = workers or default_workers(device, out)  # before --out is replaced: its peaks
-    if out.exists() and not append and not is_sink(out):
-        out.unlink()
+    backup = None if append else move_aside(out)  # under the writers' lock; nothing deleted
+    if backup is not None:
+        err_console.print(plain(f"the earlier {out} was moved to {backup}"))
     tic = time.perf_counter()
     results = run_jobs(
         jobs, out=out, device=device, workers=workers, plugins=tuple(plugins), console=err_console

@@ -5,16 +5,22 @@ One schema for every protocol: one metric value per row (see ``COLUMNS``). ``row
 or ``error`` (the run failed or was interrupted; ``note`` says why). A run with neither a summary
 nor an error row was killed outright (SIGKILL, power loss): readers call it *incomplete*.
 
-Writing. Appends take an exclusive file lock and write all rows of one group with a single
-``write`` call, so concurrent runs never interleave rows. Before anything is modified the file's
-first line must be the results header: a file that is not a cladapt results CSV is never touched.
-A previous writer killed mid-write could leave a torn last record; the next append, under the
-lock, cuts exactly that record (records are found by CSV quoting, since notes may span lines) and
-nothing before it. A complete last record that merely lacks its final newline is kept.
+Writing. Appends lock the results file itself (``flock``; every path to the file — a symlink, a
+hard link, a relative name — takes the same lock), open it ``O_APPEND`` and write all rows of one
+group with a single ``write`` call, so concurrent runs never interleave rows. Before anything is
+modified the file's first line must be the results header: a file that is not a cladapt results
+CSV is never touched. A previous writer killed mid-write could leave a torn last record; the next
+append, under the lock, cuts exactly the record :func:`read_results` would drop and nothing
+before it; a file malformed anywhere else refuses the append, naming the line. A complete last
+record that merely lacks its final newline is kept. ``bench`` starts its file afresh by moving
+the old one aside (``NAME.<time>.bak``), never by deleting it.
 
-Reading. :func:`read_results` checks the header and every record's field count; a short or
-unparseable *last* record is a torn write and is dropped with a warning, anything malformed
-before it is a one-line :class:`DataError` naming the line.
+Reading. :func:`read_results` checks the header (a UTF-8 byte-order mark, as Excel writes, is
+accepted) and every record's field count, its value (a finite number or ``nan``) and its seed (an
+integer). A short or unparseable *last* record, or one cut inside a multi-byte character, is a
+torn write and is dropped with a warning — unless an unclosed quote in it swallows later lines
+that are rows of their own (a stray quote from a hand edit, not a dead writer): that, and anything
+malformed before the last record, is a one-line :class:`DataError` naming the line.
 
 Text cells that a spreadsheet would run as a formula (starting with ``= + - @``, a tab or a
 carriage return) are written with a leading ``'`` (OWASP's advice for CSV injection); a cell that
@@ -24,19 +30,27 @@ itself starts with ``'`` gets one more, so :func:`read_results` restores every v
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import math
-import mmap
 import os
+import re
+import tempfile
 import uuid
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+try:  # POSIX: lock the results file itself
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from cladapt.errors import CladaptError, DataError
 
@@ -61,6 +75,7 @@ COLUMNS = (
 )
 HEADER = ",".join(COLUMNS)
 _HEADER_BYTES = HEADER.encode()
+_BOM = b"\xef\xbb\xbf"
 NUMERIC_COLUMNS = ("seed", "value")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 
@@ -95,9 +110,11 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _format_value(value: float) -> str:
+def _format_value(value: float, metric: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "nan"
+    if not math.isfinite(float(value)):  # would rank first or last: never a result
+        raise CladaptError(f"metric {metric!r} has the value {value}: not a finite number")
     return repr(float(value))
 
 
@@ -120,7 +137,13 @@ def rows_to_csv(rows: Iterable[dict[str, Any]], header: bool) -> str:
     for row in rows:
         writer.writerow(
             {
-                k: (_format_value(v) if k == "value" else v if k == "seed" else escape_cell(v))
+                k: (
+                    _format_value(v, row.get("metric", ""))
+                    if k == "value"
+                    else v
+                    if k == "seed"
+                    else escape_cell(v)
+                )
                 for k, v in row.items()
             }
         )
@@ -134,7 +157,15 @@ def is_sink(path: str | os.PathLike) -> bool:
 
 def _first_line(path: Path) -> bytes:
     with open(path, "rb") as f:
-        return f.read(len(_HEADER_BYTES) + 2).split(b"\n", 1)[0].rstrip(b"\r")
+        head = f.read(len(_BOM) + len(_HEADER_BYTES) + 2)
+    return head.removeprefix(_BOM).splitlines()[0] if head.strip() else b""
+
+
+def _not_results(path: os.PathLike) -> DataError:
+    return DataError(
+        f"{path} is not a cladapt results CSV (its first line is not the results header); "
+        "it was left untouched: pass another --out"
+    )
 
 
 def check_results_path(path: str | os.PathLike) -> None:
@@ -147,79 +178,183 @@ def check_results_path(path: str | os.PathLike) -> None:
         if not path.is_file():
             raise DataError(f"{path} is not a regular file; pass --out FILE.csv")
         if path.stat().st_size and _first_line(path) != _HEADER_BYTES:
-            raise DataError(
-                f"{path} is not a cladapt results CSV (its first line is not the results "
-                "header); it was left untouched: pass another --out"
-            )
-        if not os.access(path, os.W_OK):
-            raise DataError(f"{path} is not writable")
+            raise _not_results(path)
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
         raise DataError(f"cannot create {path}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DataError(f"cannot write results to {path}: the folder {parent} is not writable")
     _probe_writable(path)
 
 
 def _probe_writable(path: Path) -> None:
-    """A real write test: ``os.access`` says yes to root even on a read-only mount."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = str(path) + ".lock"
+    """A real write test (``os.access`` says yes to root even on a read-only mount): open the
+    file for appending, or create and remove a scratch file beside it. Writes nothing."""
     try:
-        FileLock(lock).acquire(timeout=60).lock.release()
+        if path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=path.parent).close()
     except OSError as exc:
-        raise DataError(f"cannot write results to {path}: {exc.strerror or exc}") from None
+        why = "not writable" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ""
+        raise DataError(
+            f"cannot write results to {path}: {why or exc.strerror or exc}"
+            + (f" ({exc.strerror})" if why and exc.strerror else "")
+        ) from None
 
 
-def _record_ends(data: mmap.mmap | bytes, start: int) -> tuple[int, int]:
-    """(offset just past the last complete record's newline, quote parity of the whole file).
-
-    A newline ends a record iff an even number of quote characters precedes it; quoted notes
-    may contain newlines. Only records after ``start`` (the header's end) are considered."""
-    size = len(data)
-    quotes = 0
-    for lo in range(0, size, 1 << 24):
-        quotes += data[lo : lo + (1 << 24)].count(b'"')
-    end, after = size, 0
+@contextmanager
+def locked(path: str | os.PathLike) -> Iterator[int]:
+    """An ``O_APPEND`` descriptor of the results file ``path`` (created if missing) holding an
+    exclusive lock on the file itself, so every path to it — a symlink, a hard link, a relative
+    or absolute name — takes the same lock. If another writer replaced the file at ``path``
+    while we waited (``bench`` moving an old file aside), the new file is locked instead."""
+    path = Path(path)
     while True:
-        nl = data.rfind(b"\n", start, end)
-        if nl < 0:
-            return start, quotes % 2
-        after += data[nl + 1 : end].count(b'"')
-        if (quotes - after) % 2 == 0:
-            return nl + 1, quotes % 2
-        end = nl
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            release = _lock(fd, path)
+            try:
+                try:
+                    same = os.path.samestat(os.fstat(fd), os.stat(path))
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    yield fd
+                    return
+            finally:
+                release()
+        finally:
+            os.close(fd)
 
 
-def _complete_record(tail: bytes) -> bool:
-    """A tail without its final newline is complete iff it is exactly one well-formed row."""
+def _lock(fd: int, path: Path):
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return lambda: fcntl.flock(fd, fcntl.LOCK_UN)
+    lock = FileLock(os.path.realpath(path) + ".lock")  # no flock (Windows): the resolved path
+    lock.acquire()
+    return lock.release
+
+
+@dataclass
+class _Scan:
+    """What the reader makes of a results file; the writer acts on exactly the same view."""
+
+    records: list[list[str]]  # complete rows (header excluded)
+    lines: list[int]  # the line each row starts on
+    torn_at: int | None = None  # byte offset of a torn last record, if any
+    torn_line: int = 0
+    torn_why: str = ""
+    unterminated: bool = False  # the last complete row lacks its final newline
+
+
+def _record_ok(record: list[str]) -> bool:
+    return len(record) == len(COLUMNS) and _parse_value(record[COLUMNS.index("value")]) is not None
+
+
+def _one_record(line: str) -> list[str] | None:
     try:
-        records = list(csv.reader(io.StringIO(tail.decode("utf-8")), strict=True))
-    except (UnicodeDecodeError, csv.Error):
-        return False
-    if len(records) != 1 or len(records[0]) != len(COLUMNS):
-        return False
-    return _parse_value(records[0][COLUMNS.index("value")]) is not None
+        records = list(csv.reader([line], strict=True))
+    except csv.Error:
+        return None
+    return records[0] if len(records) == 1 else None
 
 
-def _repair_tail(fd: int) -> bytes:
-    """Cut a torn last record (the caller holds the lock); returns what must precede the next
-    rows (a newline when the last record is complete but unterminated)."""
-    size = os.fstat(fd).st_size
-    header_end = len(_HEADER_BYTES)
-    if size <= header_end:  # just the header, without its newline
-        return b"\n" if size == header_end else b""
-    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as data:
-        boundary, odd = _record_ends(data, header_end)
-        tail = bytes(data[boundary:size])
-    if not tail:
+def _scan(raw: bytes, path: os.PathLike) -> _Scan:
+    """Parse a results file the one way both the reader and the writer use: a torn last record
+    (a short row, an unterminated quote, a multi-byte character cut at the end) is reported,
+    anything malformed before it is a :class:`DataError` naming the line."""
+    start = len(_BOM) if raw.startswith(_BOM) else 0  # Excel saves UTF-8 with a BOM
+    chunks = raw[start:].splitlines(keepends=True)
+    offsets = [start]
+    lines: list[str] = []
+    cut_char = False
+    for n, chunk in enumerate(chunks):
+        offsets.append(offsets[-1] + len(chunk))
+        try:
+            lines.append(chunk.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            last = n == len(chunks) - 1 and not chunk.endswith((b"\n", b"\r"))
+            if last and exc.reason == "unexpected end of data":  # a torn multi-byte character
+                lines.append(chunk[: exc.start].decode("utf-8", errors="replace"))
+                cut_char = True
+            else:
+                raise DataError(
+                    f"{path}, line {n + 1}: not UTF-8 text (not a cladapt results CSV)"
+                ) from None
+    reader = csv.reader(iter(lines), strict=True)
+    try:
+        header = next(reader)
+    except (csv.Error, StopIteration) as exc:
+        raise DataError(f"{path}: malformed CSV header ({exc})") from None
+    if tuple(header) != COLUMNS:
+        raise DataError(f"{path} is not a cladapt results CSV (its columns differ)")
+    scan = _Scan([], [])
+    while True:
+        first = reader.line_num  # lines consumed before this record
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            if reader.line_num < len(lines):
+                raise DataError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from None
+            _torn(scan, lines, first, offsets, path, f"{exc}")
+            break
+        if reader.line_num == len(lines) and (cut_char or not _record_ok(record)):
+            if len(record) > len(COLUMNS):
+                raise DataError(
+                    f"{path}, line {first + 1}: {len(record)} fields, expected {len(COLUMNS)} "
+                    "(not a valid results row)"
+                )
+            why = (
+                "cut inside a character" if cut_char else f"{len(record)} of {len(COLUMNS)} fields"
+            )
+            _torn(scan, lines, first, offsets, path, why)
+            break
+        if not _record_ok(record):
+            what = (
+                f"{len(record)} fields, expected {len(COLUMNS)}"
+                if len(record) != len(COLUMNS)
+                else f"value {record[COLUMNS.index('value')]!r} is not a number"
+            )
+            raise DataError(f"{path}, line {first + 1}: {what} (not a valid results row)")
+        scan.records.append(record)
+        scan.lines.append(first + 1)
+    scan.unterminated = (
+        scan.torn_at is None and bool(scan.records) and not raw.endswith((b"\n", b"\r"))
+    )
+    return scan
+
+
+def _torn(scan: _Scan, lines: list[str], first: int, offsets: list[int], path, why: str) -> None:
+    """Record a torn last record starting after line ``first`` — unless it swallows later lines
+    that are whole rows of their own: then a stray quote, not a dead writer, made it."""
+    for n in range(first + 1, len(lines)):
+        record = _one_record(lines[n])
+        if record is not None and _record_ok(record):
+            raise DataError(
+                f"{path}, line {first + 1}: a quote opened on this line is never closed; it "
+                f"would swallow the rows after it (line {n + 1} on): fix the quote by hand"
+            )
+    scan.torn_at, scan.torn_line, scan.torn_why = offsets[first], first + 1, why
+
+
+def _repair_tail(fd: int, path: os.PathLike) -> bytes:
+    """Cut a torn last record — exactly what :func:`read_results` drops — under the caller's
+    lock; returns what must precede the next rows (a newline when the last record is complete
+    but unterminated). Anything else malformed refuses the append (:class:`DataError`)."""
+    raw = os.pread(fd, os.fstat(fd).st_size, 0)
+    header_end = len(_HEADER_BYTES) + (len(_BOM) if raw.startswith(_BOM) else 0)
+    if len(raw.rstrip(b"\r\n")) <= header_end:  # just the header
+        return b"" if raw.endswith((b"\n", b"\r")) else b"\n"
+    scan = _scan(raw, path)
+    if scan.torn_at is not None:
+        os.ftruncate(fd, scan.torn_at)
         return b""
-    if not odd and _complete_record(tail):
-        return b"\n"
-    os.ftruncate(fd, max(boundary, header_end + 1))
-    return b""
+    return b"\n" if scan.unterminated else b""
 
 
 def append_rows(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
@@ -228,42 +363,58 @@ def append_rows(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    body = rows_to_csv(rows, header=False).encode()  # a bad value fails before the file opens
+    with locked(path) as fd:
+        size = os.fstat(fd).st_size
+        if size:  # validate before anything is modified
+            os.lseek(fd, 0, os.SEEK_SET)
+            first = os.read(fd, len(_BOM) + len(_HEADER_BYTES) + 2).removeprefix(_BOM)
+            if first.splitlines()[0] != _HEADER_BYTES:
+                raise _not_results(path)
+        data = (_repair_tail(fd, path) if size else (HEADER + "\n").encode()) + body
+        before = os.fstat(fd).st_size
         try:
-            size = os.fstat(fd).st_size
-            if size:  # validate before anything is modified
-                os.lseek(fd, 0, os.SEEK_SET)
-                first = os.read(fd, len(_HEADER_BYTES) + 2).split(b"\n", 1)[0].rstrip(b"\r")
-                if first != _HEADER_BYTES:
-                    raise DataError(
-                        f"{path} is not a cladapt results CSV (its first line is not the "
-                        "results header); it was left untouched: pass another --out"
-                    )
-            prefix = _repair_tail(fd) if size else b""
-            data = prefix + rows_to_csv(rows, header=not size).encode()
-            os.lseek(fd, 0, os.SEEK_END)
-            before = os.fstat(fd).st_size
-            try:
-                written = os.write(fd, data)
-            except OSError as exc:  # e.g. ENOSPC before a single byte went out
-                os.ftruncate(fd, before)
-                raise CladaptError(f"could not write results to {path}: {exc.strerror}") from None
-            if written != len(data):  # regular files do not short-write unless the disk is full
-                os.ftruncate(fd, before)
-                raise CladaptError(f"could not write results to {path} (disk full?)")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            written = os.write(fd, data)
+        except OSError as exc:  # e.g. ENOSPC before a single byte went out
+            os.ftruncate(fd, before)
+            raise CladaptError(f"could not write results to {path}: {exc.strerror}") from None
+        if written != len(data):  # regular files do not short-write unless the disk is full
+            os.ftruncate(fd, before)
+            raise CladaptError(f"could not write results to {path} (disk full?)")
+        os.fsync(fd)
+
+
+def move_aside(path: str | os.PathLike) -> Path | None:
+    """Start ``path`` afresh without deleting anything: under the writers' lock, rename the old
+    file to ``NAME.YYYYmmddTHHMMSS.bak`` beside it (returned). A run appending meanwhile waits
+    for the lock, then writes to the new file."""
+    path = Path(path)
+    if is_sink(path) or not path.exists():
+        return None
+    with locked(path):
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        backup = path.with_name(f"{path.name}.{stamp}.bak")
+        n = 1
+        while backup.exists():
+            backup = path.with_name(f"{path.name}.{stamp}-{n}.bak")
+            n += 1
+        os.rename(path, backup)
+    return backup
 
 
 def _parse_value(text: str) -> float | None:
+    """A cell of the ``value`` column: a finite number or ``nan``; anything else (``inf`` too,
+    which would rank first or last) is not a valid value."""
     if text in ("", "nan", "NaN"):
         return float("nan")
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
+
+
+_SEED = re.compile(r"-?[0-9]+")
 
 
 def read_results(path: str | os.PathLike):
@@ -278,76 +429,28 @@ def read_results(path: str | os.PathLike):
         raise DataError(f"cannot read results file {path}: {exc.strerror or exc}") from None
     if not raw.strip():
         raise DataError(f"{path} is empty: not a cladapt results CSV")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}, line {line}: not UTF-8 text (not a cladapt results CSV)"
-        ) from None
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = next(reader)
-    except csv.Error as exc:
-        raise DataError(f"{path}: malformed CSV header ({exc})") from None
-    if tuple(header) != COLUMNS:
-        raise DataError(f"{path} is not a cladapt results CSV (its columns differ)")
-    records: list[list[str]] = []
-    starts: list[int] = []
-    try:
-        while True:
-            starts.append(reader.line_num + 1)
-            try:
-                records.append(next(reader))
-            except StopIteration:
-                starts.pop()
-                break
-    except csv.Error as exc:
-        if _only_tail_left(reader):
-            warnings.warn(f"{path}: dropped a torn last row ({exc})", ResultsWarning, stacklevel=2)
-            starts.pop()
-        else:
-            raise DataError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from None
-    rows = []
+    scan = _scan(raw, path)
+    if scan.torn_at is not None:
+        warnings.warn(
+            f"{path}, line {scan.torn_line}: dropped a torn last row ({scan.torn_why})",
+            ResultsWarning,
+            stacklevel=2,
+        )
     value_at, seed_at = COLUMNS.index("value"), COLUMNS.index("seed")
-    for n, (line, rec) in enumerate(zip(starts, records, strict=True)):
-        last = n == len(records) - 1
-        value = _parse_value(rec[value_at]) if len(rec) == len(COLUMNS) else None
-        if len(rec) != len(COLUMNS) or value is None:
-            if last and len(rec) <= len(COLUMNS):
-                warnings.warn(
-                    f"{path}, line {line}: dropped a torn last row ({len(rec)} of "
-                    f"{len(COLUMNS)} fields)",
-                    ResultsWarning,
-                    stacklevel=2,
-                )
-                continue
-            what = (
-                f"{len(rec)} fields, expected {len(COLUMNS)}"
-                if len(rec) != len(COLUMNS)
-                else f"value {rec[value_at]!r} is not a number"
+    rows = []
+    for line, rec in zip(scan.lines, scan.records, strict=True):
+        if rec[seed_at] and not _SEED.fullmatch(rec[seed_at]):
+            raise DataError(
+                f"{path}, line {line}: seed {rec[seed_at]!r} is not an integer "
+                "(not a valid results row)"
             )
-            raise DataError(f"{path}, line {line}: {what} (not a valid results row)")
-        row = [c if i in (value_at, seed_at) else unescape_cell(c) for i, c in enumerate(rec)]
-        row[value_at] = value
+        row: list[Any] = [
+            c if i in (value_at, seed_at) else unescape_cell(c) for i, c in enumerate(rec)
+        ]
+        row[value_at] = _parse_value(rec[value_at])
         rows.append(row)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     df["value"] = df["value"].astype(float)
     seeds = pd.to_numeric(df["seed"], errors="coerce")
-    bad = seeds.isna() & (df["seed"] != "")
-    if bad.any():
-        raise DataError(
-            f"{path}: seed {df['seed'][bad].iloc[0]!r} is not an integer (not a valid results row)"
-        )
     df["seed"] = seeds.astype("int64") if not seeds.isna().any() else seeds.astype("Int64")
     return df
-
-
-def _only_tail_left(reader) -> bool:
-    """After a CSV error: True if the error is in the file's last record (a torn write)."""
-    try:
-        for _ in reader:
-            return False
-    except csv.Error:
-        return False
-    return True
