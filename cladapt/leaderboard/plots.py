@@ -54,7 +54,10 @@ def tradeoff_svg(
         return ""
     xs = np.array([p.x for p in pts])
     log_x = bool(xs.min() > 0 and xs.max() / xs.min() > 10)
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "cladapt", "font.size": 9}):
+    # parse_math off: a "$" in a strategy or setting name is text, not mathtext
+    rc = {"svg.fonttype": "none", "svg.hashsalt": "cladapt", "font.size": 9}
+    rc["text.parse_math"] = False
+    with matplotlib.rc_context(rc):
         fig = Figure(figsize=(7.2, 3.6), layout="constrained")
         ax = fig.add_subplot()
         cmap = matplotlib.colormaps["tab20" if len(pts) > 10 else "tab10"]

@@ -78,6 +78,10 @@ class Heatmap:
 
 
 MANIFEST = ".cladapt-site.json"  # what the last build wrote (stale pages are removed)
+STAGING = ".cladapt-build-"  # a build being rendered (removed by the next build if left)
+PENDING = ".cladapt-pending"  # a committed build not yet moved into place
+PLAN = ".cladapt-plan.json"  # in PENDING: what to move in and which earlier files are stale
+LOCK = ".cladapt-build.lock"
 
 
 def slug(name: str) -> str:
@@ -170,18 +174,18 @@ def build_site(
 ) -> list[Path]:
     """Write the site to ``site`` and return the files written.
 
-    Everything is rendered into a temporary folder first and moved into place only when all of
-    it succeeded, so a failure never leaves a half-written site. The rows are published as
-    ``csv_name`` (readable back by ``cladapt leaderboard --results``); ``inputs`` are never
-    written over: when the published CSV is one of them it is left as it is, and it is an error
-    if it would have to change. Files the previous build wrote and this one does not (pages of
-    streams that disappeared) are removed; other files in ``site`` are left alone."""
+    Everything is rendered inside ``site`` first and moved into place only when all of it
+    succeeded (see :func:`_install`), so a failure never leaves a half-written site. The rows
+    are published as ``csv_name`` (readable back by ``cladapt leaderboard --results``);
+    ``inputs`` are never written over nor removed: when the published CSV is one of them it is
+    left as it is, and it is an error if it would have to change. Files the previous build wrote
+    and this one does not (pages of streams that disappeared) are removed; a file no build wrote
+    that this build would replace is an error; other files in ``site`` are left alone."""
     from cladapt.results import read_results, rows_to_csv
 
     site = Path(site)
     if site.exists() and not site.is_dir():
         raise DataError(f"--site {site} is a file, not a folder")
-    site.parent.mkdir(parents=True, exist_ok=True)
     protected = {p.resolve() for p in inputs}
     csv_target = site / csv_name
     env = Environment(
@@ -289,7 +293,7 @@ def build_site(
             )
     else:
         files[csv_name] = rows_csv
-    return _install(site, files)
+    return _install(site, files, protected)
 
 
 def params_differences(runs: pd.DataFrame) -> list[str]:
@@ -323,34 +327,81 @@ def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     return len(a) == len(b) and key(a) == key(b)
 
 
-def _install(site: Path, files: dict[str, str]) -> list[Path]:
-    """Render into a temporary folder beside ``site``, then move every file into place."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{site.name}-", dir=site.parent))
-    try:
-        for rel, content in files.items():
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / rel).write_text(content, encoding="utf-8")
-        previous = _manifest(site)
-        (tmp / MANIFEST).write_text(json.dumps(sorted(files), indent=1), encoding="utf-8")
-        site.mkdir(parents=True, exist_ok=True)
-        for rel in [*files, MANIFEST]:
-            (site / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / rel, site / rel)
-        for rel in set(previous) - set(files):
-            stale = site / rel
-            if stale.is_file() and stale.resolve().is_relative_to(site.resolve()):
-                stale.unlink()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _install(site: Path, files: dict[str, str], inputs: set[Path]) -> list[Path]:
+    """Install ``files`` into ``site`` (see :func:`build_site` for the promises).
+
+    The build is rendered into ``site/.cladapt-build-XXXX`` (inside the site, so no rename
+    crosses a file system even when ``site`` is a mount point), then committed by one directory
+    rename to ``site/.cladapt-pending``; the files are moved from there into place and the
+    stale ones removed. A build killed before the commit leaves nothing (its folder is removed by
+    the next build); one killed after it is completed by the next build before anything else."""
+    from filelock import FileLock
+
+    site.mkdir(parents=True, exist_ok=True)
+    with FileLock(site / LOCK):  # two builds into one folder take turns
+        _finish_pending(site, inputs)
+        for leftover in site.glob(f"{STAGING}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        _refuse_foreign(site, files, inputs)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=site))
+        try:
+            for rel, content in files.items():
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                (staging / rel).write_text(content, encoding="utf-8")
+            plan = {"files": sorted(files), "previous": _manifest(site)}
+            (staging / PLAN).write_text(json.dumps(plan), encoding="utf-8")
+            (staging / MANIFEST).write_text(json.dumps(sorted(files), indent=1), encoding="utf-8")
+            os.rename(staging, site / PENDING)  # the commit point
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        _finish_pending(site, inputs)
     return [site / rel for rel in files]
 
 
+def _finish_pending(site: Path, inputs: set[Path]) -> None:
+    """Move a committed build into place (idempotent: safe to repeat after a kill)."""
+    pending = site / PENDING
+    if not (pending / PLAN).is_file():
+        shutil.rmtree(pending, ignore_errors=True)  # never committed
+        return
+    plan = json.loads((pending / PLAN).read_text(encoding="utf-8"))
+    for rel in plan["files"]:
+        if (pending / rel).is_file():
+            (site / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(pending / rel, site / rel)
+    for rel in set(plan["previous"]) - set(plan["files"]):
+        stale = site / rel
+        if (
+            stale.is_file()
+            and stale.resolve().is_relative_to(site.resolve())
+            and stale.resolve() not in inputs  # an input is never stale
+        ):
+            stale.unlink()
+    if (pending / MANIFEST).is_file():
+        os.replace(pending / MANIFEST, site / MANIFEST)
+    shutil.rmtree(pending, ignore_errors=True)
+
+
+def _refuse_foreign(site: Path, files: dict[str, str], inputs: set[Path]) -> None:
+    """Never write over a file that no earlier build wrote (a user's ``index.html``, a results
+    CSV that is not an input of this build)."""
+    ours = set(_manifest(site))
+    for rel in files:
+        target = site / rel
+        if (target.exists() or target.is_symlink()) and rel not in ours:
+            raise DataError(
+                f"--site {site} already holds {rel}, which no earlier cladapt build wrote there; "
+                "it was left untouched: move it away or build into another --site folder"
+            )
+
+
 def _manifest(site: Path) -> list[str]:
+    """The files the last build wrote."""
     try:
         names = json.loads((site / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
-    return [n for n in names if isinstance(n, str)]
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 def _num(value, digits: int = 2) -> str:
