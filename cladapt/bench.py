@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cladapt.terminal import interruption_handled
 from cladapt.workers import cpu_count
 
 T = TypeVar("T")
@@ -427,6 +428,7 @@ def _run_pool(jobs, out, device, plugins, workers, threads, display) -> list[Job
                 results.append(args[0])
             display.handle(kind, worker, *args)
     except KeyboardInterrupt:
+        interruption_handled()  # workers are being stopped: later signals wait
         _stop(procs)
         raise
     for p in procs:

@@ -14,12 +14,13 @@ from rich.table import Table
 
 from cladapt import __version__
 from cladapt.config import field_help, parse_assignments
-from cladapt.errors import CladaptError, ConfigError, DataError
+from cladapt.errors import CladaptError, ConfigError, DataError, exception_text
 from cladapt.terminal import (
     clean,
     exit_code,
     install_signal_handlers,
     install_warning_printer,
+    interruption_handled,
     plain,
 )
 
@@ -76,8 +77,9 @@ class CladaptGroup(click.Group):
         except CladaptError as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            _fail(str(exc))
+            _fail(exception_text(exc))
         except KeyboardInterrupt as exc:
+            interruption_handled()
             _fail(
                 "interrupted; rows of completed evaluations are kept in the results file",
                 code=exit_code(exc),
@@ -87,7 +89,11 @@ class CladaptGroup(click.Group):
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            _fail(f"{type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)", code=1)
+            _fail(
+                f"{type(exc).__name__}: {exception_text(exc)} "
+                f"(set {DEBUG_ENV}=1 for the traceback)",
+                code=1,
+            )
 
 
 @click.group(cls=CladaptGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from cladapt.batch import Batch, StepOutput, mask_logits
 from cladapt.context import Run
 from cladapt.hookspecs import hookimpl
+from cladapt.optim import check_learning_rates
 
 
 def cross_entropy_step(run: Run, batch: Batch, class_mask: torch.Tensor | None) -> StepOutput:
@@ -47,6 +48,12 @@ class DefaultBehaviour:
     @hookimpl(trylast=True)
     def cladapt_adapt(self, run: Run, batch: Batch) -> torch.Tensor:
         return run.hook.cladapt_predict(run=run, batch=batch)
+
+    @hookimpl(trylast=True)
+    def cladapt_setup(self, run: Run) -> None:
+        # after the strategy's own setup: whatever optimizer it built, its rate must be sane
+        if run.optimizer is not None:
+            check_learning_rates(run.optimizer)
 
     @hookimpl(tryfirst=True)
     def cladapt_reset(self, run: Run) -> None:

@@ -45,3 +45,11 @@ class Interrupted(KeyboardInterrupt):
 def interruption_note(exc: BaseException) -> str:
     name = getattr(exc, "signal_name", "SIGINT")
     return "interrupted (Ctrl-C)" if name == "SIGINT" else f"interrupted ({name})"
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or a stand-in when the exception's own ``__str__`` fails."""
+    try:
+        return str(exc)
+    except Exception:  # a plugin's exception class with a broken __str__
+        return f"<{type(exc).__name__} whose message could not be printed>"

@@ -9,6 +9,22 @@ import torch
 
 from cladapt.errors import ConfigError
 
+# the largest learning rate a run may use, per optimizer family: past these a run diverges or
+# collapses (large-batch SGD recipes stay below ~3; Adam's step is already scaled to ~lr)
+MAX_LR = {torch.optim.SGD: 10.0, torch.optim.Adam: 1.0, torch.optim.AdamW: 1.0}
+
+
+def check_learning_rates(optimizer: torch.optim.Optimizer) -> None:
+    """Refuse a learning rate outside the sane range of its optimizer (see ``MAX_LR``)."""
+    limit = next((v for k, v in MAX_LR.items() if type(optimizer) is k), None)
+    for group in optimizer.param_groups:
+        lr = float(group.get("lr", 0.0))
+        if lr < 0 or (limit is not None and lr > limit):
+            raise ConfigError(
+                f"learning rate {lr:g} is outside the sane range of "
+                f"{type(optimizer).__name__} (0 .. {limit:g}); pass a smaller --set lr="
+            )
+
 
 def make_optimizer(
     name: str,
@@ -21,12 +37,15 @@ def make_optimizer(
     if not params:
         raise ConfigError("the strategy selected no trainable parameters")
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
-    raise ConfigError(f"unknown optimizer {name!r}; use sgd, adam or adamw")
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    elif name == "adam":
+        opt = torch.optim.Adam(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
+    elif name == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
+    else:
+        raise ConfigError(f"unknown optimizer {name!r}; use sgd, adam or adamw")
+    check_learning_rates(opt)
+    return opt
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:

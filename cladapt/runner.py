@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from cladapt.errors import (
     ConfigError,
     DataError,
     UnknownNameError,
+    exception_text,
     interruption_note,
 )
 from cladapt.hookspecs import hookimpl
@@ -48,6 +50,7 @@ from cladapt.results import (
     now_iso,
 )
 from cladapt.stream import StreamOptions
+from cladapt.terminal import interruption_handled, raise_if_interrupted
 
 DEFAULT_OUT = Path("results") / "results.csv"  # never the committed leaderboard/ by default
 
@@ -168,7 +171,13 @@ def execute(
                 f"stream {spec.stream!r} cannot download its data; drop --download"
             ) from None
         raise
+    if stream.name != stream_entry.name:  # rows are filed under the stream's name
+        raise ConfigError(
+            f"the builder of stream {stream_entry.name!r} returned a stream named "
+            f"{stream.name!r}; a builder must name its stream as it is registered"
+        )
     stream.check_shapes()
+    stream.check_not_empty()
     # the stream's recipe (e.g. MTIL's AdamW at 1e-5) sits between strategy defaults and --set
     strategy = strategy_entry.factory(
         build_config(
@@ -194,6 +203,10 @@ def execute(
     pretrained = spec.pretrained or (
         stream.defaults.get("pretrained", False) if not spec.model else False
     )
+    check_model_name(catalog.models, model_name)
+    _check_pretrained(spec.pretrained, model_name, catalog)
+    if spec.checkpoint and not Path(spec.checkpoint).is_file():
+        raise DataError(f"checkpoint not found: {spec.checkpoint}")
     prepare = (
         catalog.models.get(model_name).extra.get("prepare")
         if model_name in catalog.models
@@ -204,12 +217,8 @@ def execute(
     model_kwargs = {"class_names": stream.class_names}
     if stream.prompts is not None:
         model_kwargs["prompts"] = stream.prompts
-    check_model_name(catalog.models, model_name)
-    _check_pretrained(spec.pretrained, model_name, catalog)
-    if spec.checkpoint and not Path(spec.checkpoint).is_file():
-        raise DataError(f"checkpoint not found: {spec.checkpoint}")
 
-    excluded_s = [0.0]
+    excluded_s = [0.0]  # one-off source-model training: not this run's wall time
 
     def build() -> torch.nn.Module:
         model = create_model(
@@ -300,26 +309,52 @@ def execute(
     pm = run_manager(DefaultBehaviour(), writer, *spec.run_plugins, *regularizers, strategy)
     run.hook = pm.hook
 
+    pm.add_hookcall_monitoring(lambda *_: raise_if_interrupted(), lambda *_: None)
     reset_peak_memory(device)
     start = time.perf_counter()
     status = "error"
     try:
-        result = protocol_cls().run(run)
-        status = "ok"
+        try:
+            result = protocol_cls().run(run)
+            raise_if_interrupted()  # a swallowed Ctrl-C is never scored
+            status = "ok"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            pm.hook.cladapt_teardown(run=run, status=status)
+        summary = _summary(run, result, pm, start, excluded_s[0])
+        peak_kind = run.state.get("_peak_kind", "")
+        writer.write(
+            [
+                Record(k, v, row_type="summary", note=_summary_note(k, peak_kind, stream.notes))
+                for k, v in summary.items()
+            ]
+        )
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through the CLI's handler
-        status = "interrupted"
+        interruption_handled()
         writer.write([error_record(interruption_note(exc))])
         raise
+    except SystemExit as exc:  # sys.exit() in a plugin: a failure, never a finished run
+        note = f"a plugin called sys.exit({exc.code!r}) during the run"
+        writer.write([error_record(note)])
+        raise CladaptError(note) from None
     except Exception as exc:
-        note = str(exc) if isinstance(exc, CladaptError) else f"{type(exc).__name__}: {exc}"
+        text = exception_text(exc)
+        note = text if isinstance(exc, CladaptError) else f"{type(exc).__name__}: {text}"
         writer.write([error_record(note)])
         raise
-    finally:
-        pm.hook.cladapt_teardown(run=run, status=status)
+    return RunOutcome(run=run, result=result, summary=summary)
+
+
+def _summary(run: Run, result, pm, start: float, excluded_s: float) -> dict[str, float]:
+    """Headline metrics, cost, and what plugins add (``cladapt_describe``): a plugin may add
+    metrics of its own but never replace a measured one, and only finite numbers."""
+    device = run.device
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    wall = time.perf_counter() - start - excluded_s[0] - run.untimed_s
-    peak, peak_kind = peak_memory_mb(device)
+    wall = time.perf_counter() - start - excluded_s - run.untimed_s
+    peak, run.state["_peak_kind"] = peak_memory_mb(device)
     summary = dict(result.headline)
     summary |= {
         "wall_time_s": wall,
@@ -327,17 +362,36 @@ def execute(
         "trainable_params": float(run.trainable_parameters()),
         "peak_memory_mb": peak,
     }
-    if stream.notes:  # e.g. tasks of a NEVIS list that were not found on disk
-        summary["experiences"] = float(len(stream.experiences))
-    for extra in pm.hook.cladapt_describe(run=run):
-        summary |= {k: float(v) for k, v in (extra or {}).items()}
-    writer.write(
-        [
-            Record(k, v, row_type="summary", note=_summary_note(k, peak_kind, stream.notes))
-            for k, v in summary.items()
-        ]
-    )
-    return RunOutcome(run=run, result=result, summary=summary)
+    if run.stream.notes:  # e.g. tasks of a NEVIS list that were not found on disk
+        summary["experiences"] = float(len(run.stream.experiences))
+    measured = set(summary)
+    for impl in reversed(pm.hook.cladapt_describe.get_hookimpls()):
+        extra = impl.function(run=run)
+        summary |= _described(impl.plugin_name, extra, measured)
+    return summary
+
+
+def _described(plugin: str, extra: object, measured: set[str]) -> dict[str, float]:
+    if extra is None:
+        return {}
+    where = f"plugin {plugin!r}: cladapt_describe"
+    if not isinstance(extra, dict):
+        raise CladaptError(f"{where} returned a {type(extra).__name__}, expected a dict")
+    out = {}
+    for key, value in extra.items():
+        if not isinstance(key, str) or key in measured:
+            raise CladaptError(
+                f"{where} returned {key!r}, a metric the run measures itself: "
+                "a plugin may add metrics, never replace one"
+            )
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise CladaptError(f"{where} returned {key}={value!r}, not a number") from None
+        if not math.isfinite(number):
+            raise CladaptError(f"{where} returned {key}={value!r}, not a finite number")
+        out[key] = number
+    return out
 
 
 def model_label(name: str, pretrained: bool | str, checkpoint: str | None) -> str:

@@ -106,6 +106,17 @@ class Stream:
     def default_setting(self) -> str:
         return self.settings[0] if self.settings else "default"
 
+    def check_not_empty(self) -> None:
+        """Raise a one-line DataError if the stream has no experiences or one of them has no
+        test images: its score would be an empty mean (0 % or 100 % error), never a result."""
+        if not self.experiences:
+            raise DataError(f"stream {self.name!r} has no experiences")
+        for exp in self.experiences:
+            if exp.test is None or len(exp.test) == 0:
+                raise DataError(
+                    f"stream {self.name!r}, {exp.kind} {exp.name!r}: no test images to score"
+                )
+
     def check_shapes(self) -> None:
         """Raise a one-line DataError if any split's images do not match ``input_shape``."""
         parts = [("source", self.source)] if self.source else []

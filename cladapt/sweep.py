@@ -446,6 +446,9 @@ def run_on_ray(
                     on_event("start", job, "")
                 on_event("done" if ok else "failed", job, msg)
     except KeyboardInterrupt:
+        from cladapt.terminal import interruption_handled
+
+        interruption_handled()  # cleanup below: later signals wait
         for ref in pending:
             ray.cancel(ref, force=True)
         drain()

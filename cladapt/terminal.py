@@ -8,8 +8,11 @@ characters and wraps the rest in a rich ``Text``, which rich prints verbatim.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import sys
+import time
 import warnings
 from typing import Any
 
@@ -32,23 +35,51 @@ def plain(value: Any, style: str = "") -> Text:
 
 
 _signals_seen: list[str] = []
+_first_at: list[float] = []
+_handled: list[bool] = [False]
+SECOND_SIGNAL_GRACE_S = 2.0  # a second signal this soon after the first belongs to the same stop
 
 
 def _on_signal(signum: int, frame: Any) -> None:
     name = signal.Signals(signum).name
-    if _signals_seen:  # the first signal is being handled (error row, message): ignore more
-        return
+    if _signals_seen:
+        if _handled[0] or time.monotonic() - _first_at[0] < SECOND_SIGNAL_GRACE_S:
+            return  # the first signal is being acted on (error row, message): ignore more
+        # the first was swallowed (e.g. a plugin's bare ``except:``) and the run went on
+        sys.stderr.write(f"error: interrupted again ({name}): terminated at once\n")
+        sys.stderr.flush()
+        os._exit(143 if name == "SIGTERM" else 130)
     _signals_seen.append(name)
-    # ignored at the OS level from now on: Python restores default handlers while it shuts
-    # down, and a late press would then kill the process mid-exit
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    _first_at.append(time.monotonic())
     raise Interrupted(name)
+
+
+def raise_if_interrupted() -> None:
+    """Raise the pending interruption again if a signal arrived and was swallowed before the
+    run acted on it: called before every hook call of a run and before it is scored, so a
+    plugin's bare ``except:`` can delay a stop by one batch but never turn it into a result."""
+    if _signals_seen and not _handled[0]:
+        raise Interrupted(_signals_seen[0])
+
+
+def interruption_handled() -> None:
+    """The run has taken the interruption (its error row is being written): later signals are
+    ignored at the OS level, since Python restores default handlers while it shuts down and a
+    late press would then kill the process mid-exit."""
+    if not _signals_seen:
+        return
+    _handled[0] = True
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            return
 
 
 def install_signal_handlers() -> None:
     """SIGINT and SIGTERM stop a run the same way (an error row, a one-line message, exit 130
-    / 143); presses after the first are ignored, so cleanup never ends in a traceback."""
+    / 143); presses while the first is acted on are ignored, so cleanup never ends in a
+    traceback; a second signal after a swallowed first one terminates the process at once."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             signal.signal(sig, _on_signal)

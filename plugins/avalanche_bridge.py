@@ -100,7 +100,7 @@ class _Targets(Dataset):
 
 @dataclass
 class BridgeConfig:
-    lr: float = param(0.01, "SGD learning rate", ge=0)
+    lr: float = param(0.01, "SGD learning rate", ge=0, le=10)
     momentum: float = param(0.9, "SGD momentum", ge=0, lt=1)
 
 

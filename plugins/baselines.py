@@ -18,7 +18,7 @@ from cladapt.strategy import Strategy
 @dataclass
 class FinetuneConfig:
     optimizer: Literal["sgd", "adam", "adamw"] = param("sgd", "optimizer")
-    lr: float = param(0.01, "learning rate", ge=0)
+    lr: float = param(0.01, "learning rate", ge=0, le=10)
     momentum: float = param(0.9, "SGD momentum (Adam: beta1)", ge=0, lt=1)
     weight_decay: float = param(0.0, "weight decay", ge=0)
     schedule: Literal["constant", "cosine"] = param(

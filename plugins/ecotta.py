@@ -198,12 +198,12 @@ def attach_meta_blocks(
 
 @dataclass
 class EcoTTAConfig:
-    lr: float = param(5e-3, "SGD learning rate (EcoTTA: 5e-3)", ge=0)
+    lr: float = param(5e-3, "SGD learning rate (EcoTTA: 5e-3)", ge=0, le=10)
     momentum: float = param(0.9, "SGD momentum", ge=0, lt=1)
     reg_weight: float = param(0.5, "lambda of the self-distilled regularisation", ge=0)
     entropy_margin: float = param(0.4, "entropy loss on samples with entropy < margin * ln C", gt=0)
     warmup_epochs: int = param(10, "meta-block warm-up epochs on the source data (0: none)", ge=0)
-    warmup_lr: float = param(5e-3, "warm-up SGD learning rate", ge=0)
+    warmup_lr: float = param(5e-3, "warm-up SGD learning rate", ge=0, le=10)
     meta_kernel: Literal[3, 1] = param(
         3, "meta conv kernel: 3 (the authors' sample code) or 1 (about 9x fewer parameters)"
     )

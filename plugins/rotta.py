@@ -156,7 +156,7 @@ def timeliness(ages: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class RoTTAConfig:
-    lr: float = param(1e-3, "Adam learning rate (official CIFAR: 1e-3)", ge=0)
+    lr: float = param(1e-3, "Adam learning rate (official CIFAR: 1e-3)", ge=0, le=1)
     momentum: float = param(0.9, "Adam beta1", ge=0, lt=1)
     memory_size: int = param(64, "category-balanced memory capacity (images)", ge=1)
     update_frequency: int = param(64, "one update every this many test images", ge=1)

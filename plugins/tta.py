@@ -113,7 +113,7 @@ class TentConfig:
     optimizer: Literal["sgd", "adam"] = param(
         "adam", "optimizer (Tent: Adam on CIFAR, SGD on ImageNet)"
     )
-    lr: float = param(1e-3, "learning rate (Tent CIFAR: 1e-3; ImageNet SGD: 2.5e-4)", ge=0)
+    lr: float = param(1e-3, "learning rate (Tent CIFAR: 1e-3; ImageNet SGD: 2.5e-4)", ge=0, le=10)
     momentum: float = param(0.9, "SGD momentum / Adam beta1", ge=0, lt=1)
     steps: int = param(1, "gradient steps per test batch", ge=1)
 
@@ -171,7 +171,7 @@ class Tent(Strategy):
 
 @dataclass
 class CoTTAConfig:
-    lr: float = param(1e-3, "Adam learning rate (CoTTA CIFAR: 1e-3)", ge=0)
+    lr: float = param(1e-3, "Adam learning rate (CoTTA CIFAR: 1e-3)", ge=0, le=1)
     momentum: float = param(0.9, "Adam beta1", ge=0, lt=1)
     ema: float = param(0.999, "teacher EMA momentum", ge=0, le=1)
     confidence_threshold: float = param(

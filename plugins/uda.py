@@ -40,7 +40,7 @@ def annealed_lr(lr0: float, p: float, alpha: float = 10.0, beta: float = 0.75) -
 
 @dataclass
 class SourceOnlyConfig:
-    lr: float = param(0.01, "initial learning rate mu_0", ge=0)
+    lr: float = param(0.01, "initial learning rate mu_0", ge=0, le=10)
     momentum: float = param(0.9, "SGD momentum", ge=0, lt=1)
     nesterov: bool = param(False, "Nesterov momentum (tllib's Office recipe: on)")
     weight_decay: float = param(0.0, "weight decay (tllib's Office recipe: 1e-3)", ge=0)

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from cladapt.cli import main
 from cladapt.data.corruptions import CORRUPTIONS
 from cladapt.errors import DataError, DivergenceError
+from cladapt.hookspecs import hookimpl
 from cladapt.leaderboard.aggregate import load
 from cladapt.leaderboard.site import build_site, slug
 from cladapt.models.checkpoints import load_checkpoint, save_checkpoint
@@ -168,9 +169,14 @@ def test_7b_a_malformed_middle_row_is_an_error_naming_the_line(out):
 
 
 def test_8_test_time_divergence_is_an_error_row_not_a_score(catalog, out):
-    spec = RunSpec(
-        "digits-shift", "tent", {"optimizer": "sgd", "lr": "1e38"}, out=out, device="cpu"
-    )
+    class Poison:  # parameters turn NaN after the first batch (e.g. an fp16 overflow)
+        @hookimpl(hookwrapper=True)
+        def cladapt_adapt(self, run, batch):
+            yield
+            with torch.no_grad():
+                run.optimizer.param_groups[0]["params"][0].fill_(float("nan"))
+
+    spec = RunSpec("digits-shift", "tent", out=out, device="cpu", run_plugins=(Poison(),))
     with pytest.raises(DivergenceError, match="NaN/inf"):
         execute(spec, catalog)
     df = read_results(out)

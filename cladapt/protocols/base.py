@@ -15,6 +15,10 @@ from cladapt.flops import FlopMeter, counted
 from cladapt.results import Record
 from cladapt.stream import Experience
 
+# parameters whose norm grows more than this since setup have diverged (test-time adaptation
+# changes a source model slightly: Tent's affine parameters move by a few percent)
+PARAMETER_GROWTH = 1e3
+
 
 @dataclass
 class ProtocolResult:
@@ -101,6 +105,51 @@ def check_finite(run: Run, parameters: bool = False) -> None:
                 f"model parameters became NaN/inf during experience {where!r}; "
                 "lower the learning rate, e.g. --set lr=..."
             )
+        start = run.state.get("_param_norm0")
+        if start is not None:
+            now = torch.stack([p.detach().float().norm() for p in run.model.parameters()]).norm()
+            if float(now) > PARAMETER_GROWTH * max(float(start), 1e-12):
+                raise DivergenceError(
+                    f"model parameters grew from norm {float(start):.3g} to {float(now):.3g} "
+                    f"during experience {where!r} (more than {PARAMETER_GROWTH:.0e}x): the run "
+                    "diverged; lower the learning rate, e.g. --set lr=..."
+                )
+
+
+def checked_logits(run: Run, logits: object, n: int) -> torch.Tensor:
+    """The strategy's logits for a batch of ``n`` images, refused unless shaped ``(n, classes)``
+    (a ``[1, C]`` tensor would broadcast against the labels and be scored); NaN/inf is flagged
+    for the next :func:`check_finite`."""
+    want = (n, run.stream.num_classes)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != want:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise DivergenceError(
+            f"strategy {run.strategy.name!r} returned logits of shape {got} for a batch of {n} "
+            f"images; expected {want} (batch, classes)"
+        )
+    flag_nonfinite(run, logits)
+    return logits
+
+
+def record_parameter_scale(run: Run) -> None:
+    """Remember the norm of the model's parameters (after setup) for :func:`check_finite`."""
+    params = [p.detach().float().norm() for p in run.model.parameters()]
+    if params:
+        run.state["_param_norm0"] = torch.stack(params).norm()
+
+
+def check_collapse(run: Run, predicted: torch.Tensor, labels: torch.Tensor, where: str) -> None:
+    """A model that adapts (has an optimizer) and predicts one class for a whole domain whose
+    labels are not one class has collapsed (e.g. ``--set lr=1e30``: finite parameters, one
+    constant prediction); ``predicted`` / ``labels``: per-class counts on the domain."""
+    if run.optimizer is None or int((labels > 0).sum()) < 2:
+        return
+    total = int(predicted.sum())
+    if total and int(predicted.max()) == total:
+        raise DivergenceError(
+            f"the model collapsed: all {total} predictions on {where!r} were class "
+            f"{int(predicted.argmax())}; lower the learning rate, e.g. --set lr=..."
+        )
 
 
 def flag_nonfinite(run: Run, tensor: torch.Tensor) -> None:
@@ -134,6 +183,7 @@ def evaluate(
             logits = run.hook.cladapt_predict(run=run, batch=batch)
         if meter is not None:
             meter.add(len(y))
+        logits = checked_logits(run, logits, len(y))
         if topk == 1:
             correct += (logits.argmax(1) == y).sum()
         else:
@@ -141,6 +191,7 @@ def evaluate(
             correct += (top == y[:, None]).any(1).sum()
         total += len(y)
         run.images_seen += len(y)
+    check_finite(run)  # NaN logits would be scored as class 0
     return correct.double() * (100.0 / max(total, 1))
 
 

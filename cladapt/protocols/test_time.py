@@ -35,7 +35,13 @@ from cladapt.data.scenarios import targets_of
 from cladapt.device import AMP_HELP
 from cladapt.errors import ConfigError
 from cladapt.profiling import saved_activation_bytes
-from cladapt.protocols.base import ProtocolResult, check_finite, flag_nonfinite
+from cladapt.protocols.base import (
+    ProtocolResult,
+    check_collapse,
+    check_finite,
+    checked_logits,
+    record_parameter_scale,
+)
 from cladapt.results import Record
 from cladapt.stream import Experience
 
@@ -74,6 +80,7 @@ class TestTimeProtocol:
     def run(self, run: Run) -> ProtocolResult:
         run.model = run.source_model()
         run.hook.cladapt_setup(run=run)
+        record_parameter_scale(run)
         if run.setting == "episodic":
             run.snapshot()
         if run.setting == "mixed":
@@ -126,13 +133,19 @@ class TestTimeProtocol:
         run.experience, run.experience_index = exp, i
         run.hook.cladapt_before_experience(run=run, experience=exp)
         correct = torch.zeros((), dtype=torch.long, device=run.device)
+        c = run.stream.num_classes
+        predicted = torch.zeros(c, dtype=torch.long, device=run.device)
+        labels = torch.zeros(c, dtype=torch.long, device=run.device)
         total = 0
         for b, (x, y) in enumerate(self._batches(run, data, label), 1):
-            logits = self._scored(run, x, b)
-            correct += (logits.argmax(1) == y).sum()
+            pred = self._scored(run, x, b).argmax(1)
+            correct += (pred == y).sum()
+            predicted += torch.bincount(pred, minlength=c)
+            labels += torch.bincount(y, minlength=c)
             total += len(y)
             run.images_seen += len(y)
         check_finite(run, parameters=True)
+        check_collapse(run, predicted, labels, label)
         run.hook.cladapt_after_experience(run=run, experience=exp)
         error = 100.0 - float(correct) * 100.0 / max(total, 1)
         run.hook.cladapt_evaluated(
@@ -154,7 +167,7 @@ class TestTimeProtocol:
                 m for m in vars(run.strategy).values() if isinstance(m, torch.nn.Module)
             ]
             logits, run.state["_saved_bytes"] = saved_activation_bytes(adapt, resident)
-        flag_nonfinite(run, logits)
+        logits = checked_logits(run, logits, len(x))
         if b % run.params.check_every == 0:
             check_finite(run)
         return logits
