@@ -57,7 +57,9 @@ class EATAConfig:
     optimizer: Literal["sgd", "adam"] = param(
         "adam", "optimizer (peer CIFAR config: Adam; official ImageNet: SGD)"
     )
-    lr: float = param(1e-3, "learning rate (CIFAR: 1e-3; official ImageNet SGD: 2.5e-4)", ge=0, le=10)
+    lr: float = param(
+        1e-3, "learning rate (CIFAR: 1e-3; official ImageNet SGD: 2.5e-4)", ge=0, le=10
+    )
     momentum: float = param(0.9, "SGD momentum / Adam beta1", ge=0, lt=1)
     entropy_margin: float = param(
         0.4, "reliable samples: entropy < entropy_margin * ln C (E0, Eqn. 3)", ge=0

@@ -48,7 +48,9 @@ LOSS_EMA = 0.9  # the official update_ema
 
 @dataclass
 class SARConfig:
-    lr: float = param(1e-3, "SGD learning rate (CIFAR: 1e-3; official ImageNet: 2.5e-4)", ge=0, le=10)
+    lr: float = param(
+        1e-3, "SGD learning rate (CIFAR: 1e-3; official ImageNet: 2.5e-4)", ge=0, le=10
+    )
     momentum: float = param(0.9, "SGD momentum", ge=0, lt=1)
     rho: float = param(0.05, "SAM neighbourhood radius", ge=0)
     entropy_margin: float = param(

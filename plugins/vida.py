@@ -122,8 +122,12 @@ def set_scales(model: nn.Module, low: float, high: float) -> None:
 
 @dataclass
 class ViDAConfig:
-    lr: float = param(1e-4, "Adam learning rate of the model's parameters (CIFAR10: 1e-4)", ge=0, le=1)
-    adapter_lr: float = param(1e-5, "Adam learning rate of the adapters (CIFAR10: 1e-5)", ge=0, le=1)
+    lr: float = param(
+        1e-4, "Adam learning rate of the model's parameters (CIFAR10: 1e-4)", ge=0, le=1
+    )
+    adapter_lr: float = param(
+        1e-5, "Adam learning rate of the adapters (CIFAR10: 1e-5)", ge=0, le=1
+    )
     rank_low: int = param(1, "rank of the low-rank adapter", ge=1)
     rank_high: int = param(128, "rank of the high-rank adapter", ge=1)
     ema: float = param(0.999, "teacher EMA momentum of the model's parameters", ge=0, le=1)
