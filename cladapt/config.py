@@ -15,13 +15,34 @@ from cladapt.errors import ConfigError, UnknownNameError
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:
     """``["lr=0.1", "epochs=3"]`` -> ``{"lr": "0.1", "epochs": "3"}``; rejects malformed items."""
     out: dict[str, str] = {}
+    given: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key or not key.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"malformed --set {item!r}: expected key=value, e.g. --set lr=0.01")
-        out[key.replace("-", "_")] = value.strip()
+        name = key.replace("-", "_")
+        if name in out:  # batch-size and batch_size are one key: never keep just the last
+            raise ConfigError(
+                f"--set {given[name]} and --set {item.strip()}: {name} is given twice"
+            )
+        out[name], given[name] = value.strip(), item.strip()
     return out
+
+
+def norm_value(value: Any) -> str:
+    """One spelling per typed value: 0.010 == 1e-2, -0.0 == 0.0, True == true, (1, 2) ==
+    [1, 2]. Values must be typed first (a field's values then share one type): the string
+    "false" and False differ here."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value + 0.0)  # + 0.0 turns -0.0 into 0.0
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(norm_value(v) for v in value) + "]"
+    return str(value)
 
 
 def _field_type(cls: type, field: dataclasses.Field) -> Any:
@@ -62,6 +83,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             return int(value)
         if annotation is float:
             out = float(value)
+            if math.isinf(out) and "inf" not in value.lower():  # 1e400 overflows to inf
+                raise ConfigError(f"--set {key}={value}: too large for a float (not finite)")
             return out
         if origin in (tuple, list):
             (inner, *_) = typing.get_args(annotation) or (str,)

@@ -15,7 +15,8 @@ class UnknownNameError(CladaptError):
 
     def __init__(self, kind: str, name: str, known: Iterable[str]):
         known = sorted(known)
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        same_case = [k for k in known if k.casefold() == name.casefold()]  # --set LR=
+        close = same_case or difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         listing = f"known: {', '.join(known)}" if len(known) <= 12 else f"{len(known)} known"
         super().__init__(f"unknown {kind} {name!r}; " + (hint or listing))

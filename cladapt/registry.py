@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from cladapt.errors import CladaptError, UnknownNameError
+from cladapt.terminal import clean, unsafe_name
 
 PROTOCOLS = ("continual", "test_time", "uda")
 
@@ -31,6 +32,12 @@ class Registry(Generic[T]):
         self.origin = ""  # set by the plugin manager to the plugin being registered
 
     def _add(self, entry: Entry) -> None:
+        why = unsafe_name(entry.name)
+        if why:
+            raise CladaptError(
+                f"{self.kind} {clean(entry.name)!r} (registered by {entry.origin or '?'}) "
+                f"refused: {why}"
+            )
         for p in entry.protocols:
             if p not in PROTOCOLS:
                 raise CladaptError(

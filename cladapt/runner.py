@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from cladapt import __version__
-from cladapt.config import build_config, split_values
+from cladapt.config import build_config, norm_value, split_values
 from cladapt.context import Run
 from cladapt.defaults import DefaultBehaviour
 from cladapt.device import (
@@ -129,6 +130,90 @@ def regularizer_entry(catalog: Catalog, name: str, protocol: str):
     return entry
 
 
+@dataclass
+class Layered:
+    """A run's stream and its configurations, each layered as defaults < stream defaults <
+    ``--set``; ``config``: the ``--set`` values that differ from what the run would use without
+    them (``''`` for a default run) — with the stream, the strategy, the model, the setting and
+    the seed, the run's identity on the leaderboard and in a sweep's resume key."""
+
+    stream: Any
+    stream_entry: Any
+    strategy_entry: Any
+    protocol_cls: Any
+    reg_names: list[str]
+    reg_entries: list[Any]
+    protocol: Any
+    strategy: Any
+    regularizers: list[Any]
+    config: str
+
+
+def layer(spec: RunSpec, catalog: Catalog) -> Layered:
+    """Build the stream and layer every configuration for ``spec`` (no model, no rows)."""
+    stream_entry, strategy_entry, protocol_cls = _resolve(spec, catalog)
+    reg_names = list(dict.fromkeys([*strategy_entry.factory.regularizers, *spec.regularizers]))
+    reg_entries = [regularizer_entry(catalog, name, protocol_cls.name) for name in reg_names]
+    classes = [protocol_cls.Config, strategy_entry.factory.Config]
+    classes += [e.factory.Config for e in reg_entries]
+    stream_values, *values = split_values(spec.sets, StreamOptions, *classes)
+    stream = _build_stream(spec, stream_entry, stream_values, catalog)
+    # the stream's recipe (e.g. MTIL's AdamW at 1e-5, epochs for its size) sits between the
+    # defaults and --set
+    configs, differs = [], dict(_differing_options(stream_values))
+    for cls, given in zip(classes, values, strict=True):
+        base = _stream_defaults(stream, cls)
+        cfg = build_config(cls, base | given)
+        default = build_config(cls, base)
+        differs |= {k: getattr(cfg, k) for k in given if getattr(cfg, k) != getattr(default, k)}
+        configs.append(cfg)
+    protocol_cfg, strategy_cfg, *reg_cfgs = configs
+    return Layered(
+        stream=stream,
+        stream_entry=stream_entry,
+        strategy_entry=strategy_entry,
+        protocol_cls=protocol_cls,
+        reg_names=reg_names,
+        reg_entries=reg_entries,
+        protocol=protocol_cfg,
+        strategy=strategy_cfg,
+        regularizers=reg_cfgs,
+        config=", ".join(f"{k}={norm_value(v)}" for k, v in sorted(differs.items())),
+    )
+
+
+def _build_stream(spec: RunSpec, entry, stream_values: dict[str, Any], catalog: Catalog):
+    # only builders that read torchvision datasets take `download`
+    extra = {"download": True} if spec.download else {}
+    extra |= _stream_options(entry, stream_values, catalog)
+    try:
+        stream = entry.factory(data_root=spec.data_root, seed=spec.seed, **extra)
+        stream.embedded = bool(entry.extra.get("embedded", False))
+    except TypeError as exc:
+        if extra and "download" in str(exc):
+            raise ConfigError(
+                f"stream {spec.stream!r} cannot download its data; drop --download"
+            ) from None
+        raise
+    if stream.name != entry.name:  # rows are filed under the stream's name
+        raise ConfigError(
+            f"the builder of stream {entry.name!r} returned a stream named "
+            f"{stream.name!r}; a builder must name its stream as it is registered"
+        )
+    stream.check_shapes()
+    stream.check_not_empty()
+    return stream
+
+
+def _differing_options(values: dict[str, Any]) -> dict[str, Any]:
+    """Stream options given with a value other than their default (which keeps the stream's
+    own)."""
+    if not values:
+        return {}
+    given, default = build_config(StreamOptions, values), StreamOptions()
+    return {k: getattr(given, k) for k in values if getattr(given, k) != getattr(default, k)}
+
+
 def execute(
     spec: RunSpec,
     catalog: Catalog | None = None,
@@ -147,52 +232,14 @@ def execute(
         check_results_path(spec.out)
     if not 0 <= int(spec.seed) < 2**32:
         raise ConfigError(f"--seed {spec.seed}: expected an integer in 0 .. 2^32-1")
-    stream_entry, strategy_entry, protocol_cls = _resolve(spec, catalog)
-
-    reg_names = list(dict.fromkeys([*strategy_entry.factory.regularizers, *spec.regularizers]))
-    reg_entries = [regularizer_entry(catalog, name, protocol_cls.name) for name in reg_names]
-    stream_values, protocol_values, strategy_values, *reg_values = split_values(
-        spec.sets,
-        StreamOptions,
-        protocol_cls.Config,
-        strategy_entry.factory.Config,
-        *(e.factory.Config for e in reg_entries),
-    )
     generator = seed_everything(spec.seed)
-    # only builders that read torchvision datasets take `download`
-    extra = {"download": True} if spec.download else {}
-    extra |= _stream_options(stream_entry, stream_values, catalog)
-    try:
-        stream = stream_entry.factory(data_root=spec.data_root, seed=spec.seed, **extra)
-        stream.embedded = bool(stream_entry.extra.get("embedded", False))
-    except TypeError as exc:
-        if extra and "download" in str(exc):
-            raise ConfigError(
-                f"stream {spec.stream!r} cannot download its data; drop --download"
-            ) from None
-        raise
-    if stream.name != stream_entry.name:  # rows are filed under the stream's name
-        raise ConfigError(
-            f"the builder of stream {stream_entry.name!r} returned a stream named "
-            f"{stream.name!r}; a builder must name its stream as it is registered"
-        )
-    stream.check_shapes()
-    stream.check_not_empty()
-    # the stream's recipe (e.g. MTIL's AdamW at 1e-5) sits between strategy defaults and --set
-    strategy = strategy_entry.factory(
-        build_config(
-            strategy_entry.factory.Config,
-            _stream_defaults(stream, strategy_entry.factory.Config) | strategy_values,
-        )
-    )
+    layered = layer(spec, catalog)
+    stream, protocol_cls, protocol_cfg = layered.stream, layered.protocol_cls, layered.protocol
+    strategy_entry, reg_names = layered.strategy_entry, layered.reg_names
+    strategy = strategy_entry.factory(layered.strategy)
     regularizers = [
-        e.factory(build_config(e.factory.Config, _stream_defaults(stream, e.factory.Config) | v))
-        for e, v in zip(reg_entries, reg_values, strict=True)
+        e.factory(cfg) for e, cfg in zip(layered.reg_entries, layered.regularizers, strict=True)
     ]
-    # stream defaults (e.g. epochs for its size) sit between protocol defaults and --set
-    protocol_cfg = build_config(
-        protocol_cls.Config, _stream_defaults(stream, protocol_cls.Config) | protocol_values
-    )
     setting = spec.setting or stream.default_setting
     allowed = stream.settings or protocol_cls.settings
     if setting not in allowed:
@@ -297,7 +344,8 @@ def execute(
             | {"pretrained": pretrained}
             | precision_facts(protocol_cfg.amp)
             | {f"with_{r.name}": dataclasses.asdict(r.cfg) for r in regularizers}
-            | ({"stream": stream.facts} if stream.facts else {}),
+            | ({"stream": stream.facts} if stream.facts else {})
+            | {"config": layered.config},
             sort_keys=True,
             default=str,
         ),
@@ -397,13 +445,26 @@ def _described(plugin: str, extra: object, measured: set[str]) -> dict[str, floa
 def model_label(name: str, pretrained: bool | str, checkpoint: str | None) -> str:
     """The results' ``model`` column: the model as run, so that runs from different weights
     never share a leaderboard row — ``small-cnn``, ``small-cnn+pretrained``,
-    ``ViT-B-16+openai`` (an open_clip tag), ``small-cnn@source.pt`` (a checkpoint)."""
+    ``ViT-B-16+openai`` (an open_clip tag), ``small-cnn@source.pt#1a2b3c4d`` (a checkpoint,
+    with the start of its SHA-256: two files of one name are two models)."""
     if checkpoint:
-        return f"{name}@{Path(checkpoint).name}"
+        return f"{name}@{Path(checkpoint).name}#{_file_digest(checkpoint)}"
     if pretrained in (False, None, "", "false"):
         return name
-    tag = "pretrained" if pretrained in (True, "true", "default") else Path(str(pretrained)).name
-    return f"{name}+{tag}"
+    if pretrained in (True, "true", "default"):
+        return f"{name}+pretrained"
+    path = Path(str(pretrained)).expanduser()
+    if path.is_file():
+        return f"{name}+{path.name}#{_file_digest(path)}"
+    return f"{name}+{pretrained}"
+
+
+def _file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:8]
 
 
 def _check_pretrained(pretrained: bool | str, model_name: str, catalog: Catalog) -> None:

@@ -6,9 +6,9 @@ through a relay actor on the driver's node, and the driver appends them with the
 of :mod:`cladapt.results` as they arrive, so a run killed mid-way keeps its completed evaluations
 and a worker never needs the CSV path. A task whose worker dies is re-executed by Ray under a new
 run id; the driver closes the lost attempt with an ``incomplete`` error row. A run whose key
-(stream, strategy, the swept ``--set`` values, model, setting, seed) already has a finished
-summary in the CSV is skipped, so a sweep can be re-run after a crash and only does what is
-missing. A failed run records an error row and the sweep goes on.
+(stream, strategy, the ``--set`` values that differ from the defaults, model, setting, seed)
+already has a finished summary in the CSV is skipped, so a sweep can be re-run after a crash and
+only does what is missing. A failed run records an error row and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cladapt.errors import ConfigError, UnknownNameError
+from cladapt.errors import ConfigError
 from cladapt.results import Record, append_rows, error_record, new_run_id, now_iso
 from cladapt.runner import RunSpec
 
@@ -41,94 +40,58 @@ class SweepReport:
     backend: str = "sequential"
 
 
-def _norm(value: Any) -> str:
-    """One spelling per typed value: 0.010 == 1e-2, True == true, (1, 2) == [1.0, 2.0]. Values
-    must be typed first (:func:`typed_sets`): the string "false" and False differ here."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(float(value))
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_norm(v) for v in value) + "]"
-    return str(value)
-
-
-def typed_sets(catalog, stream: str, strategy: str, sets: dict[str, Any]) -> dict[str, Any]:
-    """``--set`` strings converted to their parameters' types for this (stream, strategy), the
-    way the run itself will read them, so that a key matches the run's ``params_json``."""
-    from cladapt.config import coerce, split_values
-    from cladapt.runner import _resolve, regularizer_entry
-
-    strategy_entry = catalog.strategies.get(strategy)
-    protocol_cls = _resolve(RunSpec(stream, strategy), catalog)[2]
-    regs = [
-        regularizer_entry(catalog, name, protocol_cls.name)
-        for name in strategy_entry.factory.regularizers
-    ]
-    from cladapt.stream import StreamOptions
-
-    classes = [
-        StreamOptions,
-        protocol_cls.Config,
-        strategy_entry.factory.Config,
-        *(r.factory.Config for r in regs),
-    ]
-    typed: dict[str, Any] = {}
-    try:
-        parts = split_values(sets, *classes)
-    except UnknownNameError as exc:
-        raise ConfigError(f"{exc} (for {strategy} on {stream})") from None
-    for cls, part in zip(classes, parts, strict=True):
-        hints = typing.get_type_hints(cls)
-        typed |= {k: coerce(v, hints[k], k) for k, v in part.items()}
-    return typed
-
-
-def run_key(
-    stream: str,
-    strategy: str,
-    sets: dict[str, Any],
-    model: str | None,
-    setting: str | None,
-    seed: int,
-) -> str:
+def run_key(stream: str, strategy: str, config: str, model: str, setting: str, seed: int) -> str:
+    """A run's identity: everything that changes its result (the ``--set`` values that differ
+    from the defaults, as the run records them in ``params_json["config"]``)."""
     parts = {
         "stream": stream,
         "strategy": strategy,
-        "params": {k: _norm(v) for k, v in sorted(sets.items())},
-        "model": model or "*",
-        "setting": setting or "*",
+        "config": config,
+        "model": model,
+        "setting": setting,
         "seed": int(seed),
     }
     return json.dumps(parts, sort_keys=True)
 
 
-def finished_keys(
-    path: Path, template: dict[str, Any], model: str | None, setting: str | None
-) -> set[str]:
-    """Keys of the finished runs in ``path``, projected on the swept parameter names."""
+def finished_keys(path: Path) -> set[str]:
+    """Keys of the finished runs in ``path``. Rows written before runs recorded their
+    configuration (no ``config`` in ``params_json``) match nothing: they are run again."""
     if not path.is_file():
         return set()
+    from cladapt.leaderboard.aggregate import params_of
     from cladapt.results import read_results
 
     df = read_results(path)
-    runs = df[df.row_type == "summary"].drop_duplicates("run_id")
+    failed = set(df.loc[df.row_type == "error", "run_id"])
+    runs = df[(df.row_type == "summary") & ~df.run_id.isin(failed)].drop_duplicates("run_id")
     keys = set()
     for row in runs.itertuples():
-        params = json.loads(row.params_json or "{}")
-        if any(k not in params for k in template):
-            continue
-        keys.add(
-            run_key(
-                row.stream,
-                row.strategy,
-                {k: params[k] for k in template},
-                row.model.split("@")[0] if model else None,
-                row.setting if setting else None,
-                row.seed,
+        params = params_of(row.params_json)
+        if "config" in params:
+            keys.add(
+                run_key(
+                    row.stream, row.strategy, params["config"], row.model, row.setting, row.seed
+                )
             )
-        )
     return keys
+
+
+def job_identity(spec: RunSpec, catalog) -> tuple[str, str, str, str]:
+    """(strategy label, config, model label, setting) the run of ``spec`` will record."""
+    from cladapt.runner import layer, model_label
+
+    layered = layer(spec, catalog)
+    stream = layered.stream
+    entry = layered.strategy_entry
+    own = entry.factory.regularizers
+    strategy = "+".join([entry.name] + [n for n in layered.reg_names if n not in own])
+    model_name = spec.model or stream.defaults.get("model", "small-cnn")
+    pretrained = spec.pretrained or (
+        stream.defaults.get("pretrained", False) if not spec.model else False
+    )
+    model = model_label(model_name, pretrained, spec.checkpoint)
+    return strategy, layered.config, model, spec.setting or stream.default_setting
 
 
 def plan(
@@ -138,22 +101,23 @@ def plan(
     base: RunSpec,
     catalog=None,
 ) -> tuple[list[SweepJob], list[str]]:
-    """(jobs to run, keys skipped because the CSV already has them)."""
+    """(jobs to run, keys skipped because the CSV already has a finished run of them)."""
     from cladapt.manager import load_catalog
 
     catalog = catalog or load_catalog(base.plugins)
-    done = finished_keys(Path(base.out), base.sets, base.model, base.setting)
+    done = finished_keys(Path(base.out)) if base.out is not None else set()
     jobs, skipped = [], []
+    seeds = list(seeds)
     for stream in streams:
         for strategy in strategies:
-            typed = typed_sets(catalog, stream, strategy, base.sets)
+            spec = replace(base, stream=stream, strategy=strategy)
+            label_, config, model, setting = job_identity(spec, catalog)
             for seed in seeds:
-                key = run_key(stream, strategy, typed, base.model, base.setting, seed)
+                key = run_key(stream, label_, config, model, setting, seed)
                 if key in done:
                     skipped.append(key)
                 else:
-                    spec = replace(base, stream=stream, strategy=strategy, seed=seed)
-                    jobs.append(SweepJob(spec, key))
+                    jobs.append(SweepJob(replace(spec, seed=seed), key))
     return jobs, skipped
 
 

@@ -20,13 +20,31 @@ from rich.text import Text
 
 from cladapt.errors import Interrupted
 
-# C0 controls but tab/newline, DEL, C1 controls (ESC starts ANSI CSI / OSC sequences)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 controls but tab/newline, DEL, C1 controls (ESC starts ANSI CSI / OSC sequences), and the
+# invisible format characters (Unicode category Cf) that reorder or hide text: bidi overrides
+# and isolates (U+202A-E, U+2066-9: "Trojan Source", CVE-2021-42574), zero-width spaces and
+# joiners, the soft hyphen, the BOM and the tag characters
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000e0000-\U000e007f]"
+)
 
 
 def clean(value: Any) -> str:
-    """``str(value)`` without control characters."""
+    """``str(value)`` without control, bidi or zero-width characters."""
     return _CONTROL.sub("", str(value))
+
+
+def unsafe_name(name: object) -> str:
+    """Why ``name`` cannot name a strategy, stream or model ('' if it can): two names that look
+    alike must be one name, and a name must print as it reads."""
+    if not isinstance(name, str) or not name.strip():
+        return "a name must be a non-empty string"
+    if name != name.strip():
+        return "a name must not start or end with white space"
+    if _CONTROL.search(name) or "\n" in name or "\t" in name:
+        return "a name must not contain control, bidi or zero-width characters"
+    return ""
 
 
 def plain(value: Any, style: str = "") -> Text:

@@ -13,14 +13,22 @@ from cladapt.results import read_results
 from cladapt.runner import RunSpec, execute, model_label
 
 
-def test_the_model_column_names_the_weights():
+def test_the_model_column_names_the_weights(tmp_path):
     assert model_label("small-cnn", False, None) == "small-cnn"
     assert model_label("small-cnn", True, None) == "small-cnn+pretrained"
     assert model_label("ViT-B-16", "openai", None) == "ViT-B-16+openai"
-    assert model_label("ViT-B-16", "/w/open_clip_model.safetensors", None) == (
-        "ViT-B-16+open_clip_model.safetensors"
+    for folder, content in (("a", b"weights one"), ("b", b"weights two")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "source.pt").write_bytes(content)
+        (tmp_path / folder / "clip.safetensors").write_bytes(content)
+    one, two = (
+        model_label("small-cnn", False, str(tmp_path / f / "source.pt")) for f in ("a", "b")
     )
-    assert model_label("small-cnn", False, "/tmp/source.pt") == "small-cnn@source.pt"
+    assert one.startswith("small-cnn@source.pt#") and one != two  # one name, two models
+    clip_one, clip_two = (
+        model_label("ViT-B-16", str(tmp_path / f / "clip.safetensors"), None) for f in ("a", "b")
+    )
+    assert clip_one.startswith("ViT-B-16+clip.safetensors#") and clip_one != clip_two
 
 
 def test_pretrained_small_cnn_loads_the_letters_trunk_once(catalog, out, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Aggregate result rows: mean and std over seeds per (stream, setting, strategy, model).
+"""Aggregate result rows: mean and std over seeds per (stream, setting, strategy, model); a
+strategy run with non-default ``--set`` values is its own entry (:func:`label_configurations`).
 
 Only runs that finished (they have summary rows and no error row) count. When a seed was run
 more than once for the same configuration, its latest run is used.
@@ -56,7 +57,22 @@ def load(paths: Iterable[str | Path]) -> pd.DataFrame:
     if not frames:
         raise DataError("no results files given")
     merged = pd.concat(frames, ignore_index=True)
-    return merged.drop_duplicates(ignore_index=True) if len(frames) > 1 else merged
+    merged = merged.drop_duplicates(ignore_index=True) if len(frames) > 1 else merged
+    return label_configurations(merged)
+
+
+def label_configurations(df: pd.DataFrame) -> pd.DataFrame:
+    """A run whose ``--set`` values differ from the defaults (``params_json["config"]``, e.g.
+    ``batch_size=1.0``) is another configuration: its strategy reads ``bn-adapt
+    [batch_size=1.0]``, so it gets its own leaderboard row and never averages with (or replaces)
+    the default run."""
+    configs = {text: str(params_of(text).get("config") or "") for text in df.params_json.unique()}
+    config = df.params_json.map(configs)
+    differs = config != ""
+    if differs.any():
+        df = df.copy()
+        df.loc[differs, "strategy"] = df.strategy[differs] + " [" + config[differs] + "]"
+    return df
 
 
 def params_of(params_json: object) -> dict:
@@ -183,7 +199,9 @@ def to_markdown(table: pd.DataFrame) -> str:
 def to_csv(table: pd.DataFrame) -> str:
     """The aggregated table as CSV for spreadsheets: text cells that a spreadsheet would run as
     a formula get a leading ``'`` (OWASP), numbers are left as they are."""
-    return table.map(escape_cell).to_csv(index=False)
+    out = table.map(escape_cell)
+    out.columns = [escape_cell(str(c)) for c in out.columns]  # metric names come from plugins
+    return out.to_csv(index=False)
 
 
 def to_json(table: pd.DataFrame) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from cladapt import __version__
 from cladapt.errors import DataError
@@ -42,6 +43,7 @@ from cladapt.leaderboard.claims import claims_of, evaluate
 from cladapt.leaderboard.plots import Point, tradeoff_svg
 from cladapt.leaderboard.provenance import describe
 from cladapt.leaderboard.views import paper_tables, uda_table
+from cladapt.terminal import clean
 
 LABELS = {
     "transfer": "Transfer %",
@@ -191,6 +193,7 @@ def build_site(
     env = Environment(
         loader=PackageLoader("cladapt.leaderboard", "templates"),
         autoescape=select_autoescape(["html"]),
+        finalize=_printable,
     )
     env.filters["num"] = _num
     if catalog is None:
@@ -402,6 +405,14 @@ def _manifest(site: Path) -> list[str]:
     except (OSError, ValueError):
         return []
     return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def _printable(value):
+    """Every value a template prints, without control, bidi or zero-width characters (a
+    ``\u202e`` in a name from a CSV would reverse the text around it on the page)."""
+    if isinstance(value, Markup):
+        return Markup(clean(value))
+    return clean(value) if isinstance(value, str) else value
 
 
 def _num(value, digits: int = 2) -> str:
