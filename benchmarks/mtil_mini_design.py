@@ -36,7 +36,7 @@ from sklearn.linear_model import LogisticRegression
 import cladapt.data.mtil_mini as mm
 from cladapt.hookspecs import hookimpl
 from cladapt.manager import load_catalog
-from cladapt.models.clip import tiny_clip
+from cladapt.models.clip_pretrain import tiny_clip_model as tiny_clip
 from cladapt.optim import warmup_cosine
 from cladapt.results import read_results
 from cladapt.runner import RunSpec, execute

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from cladapt.data.mtil_mini import TASKS, task_split
-from cladapt.models.clip import tiny_clip
+from cladapt.models.clip_pretrain import tiny_clip_model as tiny_clip
 
 TRAIN, TEST, SHAPE = 400, 300, (3, 32, 32)  # mtil-mini's first design
 

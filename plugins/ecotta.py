@@ -52,19 +52,13 @@ from cladapt.adaptation import (
     entropy,
 )
 from cladapt.batch import Batch
+from cladapt.cache import cache_dir, fingerprint
 from cladapt.config import param
 from cladapt.context import Run
 from cladapt.data.batching import iterate, num_batches
 from cladapt.errors import ConfigError
 from cladapt.hookspecs import hookimpl
-from cladapt.models.checkpoints import (
-    cache_dir,
-    fingerprint,
-    load_cached,
-    load_into,
-    save_checkpoint,
-    weights_digest,
-)
+from cladapt.models.checkpoints import load_cached, load_into, save_checkpoint, weights_digest
 from cladapt.models.shipped import shipped_file
 from cladapt.registry import StrategyRegistry
 from cladapt.strategy import Strategy

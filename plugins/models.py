@@ -60,19 +60,18 @@ def register_tiny_vit(registry: ModelRegistry) -> None:
 
 @hookimpl(specname="cladapt_register_models")
 def register_tiny_clip(registry: ModelRegistry) -> None:
-    from cladapt.models.clip import tiny_clip
-    from cladapt.models.clip_pretrain import ensure_pretrained
+    from cladapt.models.clip_pretrain import ensure_pretrained, tiny_clip_model
 
     registry.add(
         "clip-tiny",
-        tiny_clip,
+        tiny_clip_model,
         "tiny open_clip CLIP (ViT width 64, 2+2 layers); --pretrained: pre-trained by the harness "
         "on generated image-caption pairs (cached)",
         prepare=ensure_pretrained,
     )
     registry.add(
         "clip-tiny-rn",
-        partial(tiny_clip, tower="resnet"),
+        partial(tiny_clip_model, tower="resnet"),
         "tiny open_clip CLIP with CLIP's modified-ResNet image tower (width 8, sides a multiple "
         "of 32); --pretrained: its own harness pre-training (cached); see docs/mtil.md",
         prepare=partial(ensure_pretrained, tower="resnet"),

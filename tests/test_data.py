@@ -43,7 +43,7 @@ def test_gaussian_noise_has_the_requested_std_before_clipping():
 def test_generated_data_is_made_once_and_keyed_by_its_definition(tmp_path, monkeypatch):
     """The disk cache behind digits-c and the rendered fonts: a second process (here: call)
     loads what the first made, and a different definition (code, arguments) is a new entry."""
-    from cladapt.models.checkpoints import cached_tensors
+    from cladapt.cache import cached_tensors
 
     monkeypatch.setenv("CLADAPT_CACHE", str(tmp_path))
     calls = []

@@ -119,9 +119,9 @@ def imagenet_c(
 @functools.lru_cache(maxsize=128)
 def digits_c(corruption: str, severity: int) -> TensorDataset:
     """The digits test split under one corruption, seeded by (corruption, severity)."""
+    from cladapt.cache import cached_tensors, code_digest
     from cladapt.data import corruptions, digits
     from cladapt.data.digits import digits_split
-    from cladapt.models.checkpoints import cached_tensors, code_digest
 
     x, y = digits_split()[1].tensors
     seed = zlib.crc32(f"digits-c/{corruption}/{severity}".encode())

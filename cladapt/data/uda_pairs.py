@@ -115,7 +115,7 @@ def _render(
     keyed by the arguments, the fonts and this code."""
     import matplotlib
 
-    from cladapt.models.checkpoints import cached_tensors, code_digest
+    from cladapt.cache import cached_tensors, code_digest
 
     facts = {
         "n": n,

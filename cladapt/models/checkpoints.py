@@ -1,48 +1,19 @@
-"""Checkpoint cache: where cached models live, atomic saves, safe loads (weights_only)."""
+"""Checkpoints: weights digests, the cached-or-shipped checkpoint of a training recipe, atomic
+saves and safe loads (weights_only). The cache itself is :mod:`cladapt.cache`."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import inspect
-import json
 import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cladapt.cache import atomic_save, cache_dir, preparing
 from cladapt.errors import DataError
-
-CACHE_ENV = "CLADAPT_CACHE"
-
-
-def cache_dir() -> Path:
-    """``$CLADAPT_CACHE`` or ``~/.cache/cladapt`` (created on demand)."""
-    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "cladapt")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def fingerprint(**facts: Any) -> str:
-    """A short stable hash of the facts that determine a cached artefact."""
-    blob = json.dumps(facts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def preparing(path: Path) -> Iterator[None]:
-    """Hold ``path``'s lock file while a cached artefact is made: concurrent processes (bench
-    workers) make it once; the others wait, then load it. Re-check the cache inside."""
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        yield
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -60,45 +31,6 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
         h.update(str(t.dtype).encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def code_digest(*objects: Any) -> str:
-    """A hash of the source code of modules or functions: part of a generated artefact's key,
-    so that a change to the code that made it invalidates the cached copy."""
-    return fingerprint(code=[inspect.getsource(o) for o in objects])
-
-
-def cached_tensors(
-    name: str, facts: dict[str, Any], build: Callable[[], tuple[torch.Tensor, ...]]
-) -> tuple[torch.Tensor, ...]:
-    """Generated data cached on disk under ``cache_dir()/data``, keyed by ``facts`` (the
-    definition: arguments, seed, ``code_digest`` of the generator), made once across
-    processes; an unreadable file is rebuilt."""
-    path = cache_dir() / "data" / f"{name}-{fingerprint(**facts)}.pt"
-    for _attempt in range(2):
-        if path.is_file():
-            try:
-                return tuple(torch.load(path, weights_only=True))
-            except Exception:  # truncated or foreign: rebuilt below
-                path.unlink(missing_ok=True)
-        with preparing(path):
-            if path.is_file():
-                continue  # another process made it while this one waited
-            tensors = tuple(t.contiguous() for t in build())
-            _atomic_save(path, list(tensors))
-            return tensors
-    return tuple(build())
-
-
-def _atomic_save(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def ensure_checkpoint(
@@ -124,7 +56,7 @@ def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[
     """Write atomically: a crash mid-save never leaves a truncated checkpoint behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     cpu_state = {k: v.detach().cpu() for k, v in state_dict.items()}
-    _atomic_save(path, {"state_dict": cpu_state, "meta": meta})
+    atomic_save(path, {"state_dict": cpu_state, "meta": meta})
 
 
 def load_cached(model: torch.nn.Module, path: Path) -> bool:

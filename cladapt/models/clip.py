@@ -226,7 +226,6 @@ TINY_TOWERS = ("vit", "resnet")
 def tiny_clip(
     num_classes: int,
     input_shape: tuple[int, int, int],
-    pretrained: bool | str = False,
     prompts: Sequence[Sequence[str]] | None = None,
     class_names: Sequence[str] | None = None,
     tower: str = "vit",
@@ -236,8 +235,8 @@ def tiny_clip(
     text tower over 16-token texts and one of two image towers, ``vit`` (ViT on a 4x4 grid of
     patches, width 64, 2 layers; ``clip-tiny``) or ``resnet`` (CLIP's modified ResNet, one
     bottleneck per stage, width 8, attention pooling; ``clip-tiny-rn``, sides a multiple of 32).
-    ``pretrained`` loads the cached weights the harness trains on generated image-caption pairs
-    (``cladapt.models.clip_pretrain``), one checkpoint per tower."""
+    Randomly initialised: :func:`cladapt.models.clip_pretrain.tiny_clip_model` adds the weights
+    the harness pre-trains on generated image-caption pairs, one checkpoint per tower."""
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
 
@@ -262,9 +261,4 @@ def tiny_clip(
         text_cfg=open_clip.CLIPTextCfg(context_length=context, width=64, heads=2, layers=2),
     )
     prompts = prompts or class_prompts(class_names or [str(i) for i in range(num_classes)])
-    model = ClipClassifier(clip, SimpleTokenizer(context_length=context), prompts)
-    if pretrained:
-        from cladapt.models.clip_pretrain import load_pretrained_tiny_clip
-
-        load_pretrained_tiny_clip(model, input_shape, tower)
-    return model
+    return ClipClassifier(clip, SimpleTokenizer(context_length=context), prompts)

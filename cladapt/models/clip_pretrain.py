@@ -18,14 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cladapt.cache import cache_dir, fingerprint
 from cladapt.device import resolve_device
-from cladapt.models.checkpoints import (
-    cache_dir,
-    ensure_checkpoint,
-    fingerprint,
-    load_cached,
-    load_into,
-)
+from cladapt.models.checkpoints import ensure_checkpoint, load_cached, load_into
+from cladapt.models.clip import tiny_clip
 from cladapt.progress import NullProgress
 
 GENERATOR_VERSION = 3  # bump when the caption world changes: invalidates cached models
@@ -111,8 +107,6 @@ def pretrain(model: nn.Module, recipe: PretrainRecipe, device: torch.device, pro
 def ensure_pretrained(input_shape: tuple[int, int, int], progress=None, tower: str = "vit") -> Path:
     """Pre-train and cache the tiny CLIP with ``tower`` for ``input_shape`` unless this machine
     has it."""
-    from cladapt.models.clip import tiny_clip
-
     recipe = RECIPES[tower]
 
     def train() -> nn.Module:
@@ -124,6 +118,21 @@ def ensure_pretrained(input_shape: tuple[int, int, int], progress=None, tower: s
 
     meta = {"model": MODEL_NAMES[tower], **asdict(recipe)}
     return ensure_checkpoint(checkpoint_path(input_shape, recipe, tower), train, meta)
+
+
+def tiny_clip_model(
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    pretrained: bool | str = False,
+    tower: str = "vit",
+    **kwargs,
+) -> nn.Module:
+    """The registry's ``clip-tiny`` / ``clip-tiny-rn``: :func:`cladapt.models.clip.tiny_clip`,
+    with the harness's pre-trained weights when ``pretrained``."""
+    model = tiny_clip(num_classes, input_shape, tower=tower, **kwargs)
+    if pretrained:
+        load_pretrained_tiny_clip(model, input_shape, tower)
+    return model
 
 
 def load_pretrained_tiny_clip(

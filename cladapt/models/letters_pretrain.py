@@ -21,15 +21,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from cladapt.cache import cache_dir, code_digest, fingerprint
 from cladapt.device import resolve_device
-from cladapt.models.checkpoints import (
-    cache_dir,
-    code_digest,
-    ensure_checkpoint,
-    fingerprint,
-    load_cached,
-    load_into,
-)
+from cladapt.models.checkpoints import ensure_checkpoint, load_cached, load_into
 from cladapt.progress import NullProgress
 
 LETTERS = string.ascii_uppercase + string.ascii_lowercase

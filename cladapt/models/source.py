@@ -16,17 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cladapt.cache import cache_dir, fingerprint, preparing
 from cladapt.data.batching import iterate, num_batches
 from cladapt.device import seed_everything
 from cladapt.errors import DivergenceError
-from cladapt.models.checkpoints import (
-    cache_dir,
-    fingerprint,
-    load_cached,
-    load_into,
-    preparing,
-    save_checkpoint,
-)
+from cladapt.models.checkpoints import load_cached, load_into, save_checkpoint
 from cladapt.models.shipped import shipped_file
 from cladapt.progress import NullProgress
 from cladapt.stream import Stream
