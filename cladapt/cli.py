@@ -167,6 +167,12 @@ def _catalog(plugins: tuple[str, ...]):
 )
 @click.option("--quiet", "-q", is_flag=True, help="no progress bars")
 @click.option(
+    "--dry-run",
+    is_flag=True,
+    help="print the run's plan (stream, strategy, model and weights, seed, device, every "
+    "effective value it would record) and stop: nothing is trained or written",
+)
+@click.option(
     "--threads",
     type=click.IntRange(1),
     default=None,
@@ -189,6 +195,7 @@ def run(
     plugins,
     regularizers,
     quiet,
+    dry_run,
     threads,
 ):
     """Run one strategy on one stream and append the results to the CSV."""
@@ -217,6 +224,11 @@ def run(
         download=download,
     )
     catalog = _catalog(spec.plugins)
+    if dry_run:
+        from cladapt.planning import plan
+
+        _print_plan(plan(spec, catalog))
+        return
     progress = NullProgress() if quiet else RichProgress(console=err_console)
     if isinstance(progress, RichProgress):
         with progress:
@@ -224,6 +236,15 @@ def run(
     else:
         outcome = execute(spec, catalog, progress)
     _print_outcome(outcome, out)
+
+
+def _print_plan(planned) -> None:
+    table = Table(title="the run, as planned (--dry-run: nothing runs)", title_justify="left")
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    for what, value in planned.lines():
+        table.add_row(plain(what), plain(value))
+    console.print(table)
 
 
 def _print_outcome(outcome, out: Path) -> None:

@@ -1,80 +1,49 @@
-"""Wire stream + protocol + strategy + observers for one run, and account for its cost."""
+"""One run in three steps: :func:`cladapt.planning.plan` (a :class:`RunPlan`, checked before any
+work), :func:`build` (the models, the strategy, the writer, the plugin manager: a
+:class:`BuiltRun`) and :func:`run` (the protocol, error rows, the summary). :func:`execute` is
+the three in a row."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cladapt import __version__
-from cladapt.config import build_config, norm_value, split_values
 from cladapt.context import Run
 from cladapt.defaults import DefaultBehaviour
 from cladapt.device import (
     amp_dtype,
     peak_memory_mb,
-    precision_facts,
     prefer_channels_last,
     reset_peak_memory,
-    resolve_device,
     seed_everything,
 )
-from cladapt.errors import (
-    CladaptError,
-    ConfigError,
-    DataError,
-    UnknownNameError,
-    exception_text,
-    interruption_note,
-)
+from cladapt.errors import CladaptError, exception_text, interruption_note
 from cladapt.hookspecs import hookimpl
 from cladapt.manager import Catalog, load_catalog, run_manager
 from cladapt.models.checkpoints import load_into, weights_digest
-from cladapt.models.factory import Normalized, check_model_name, create_model
+from cladapt.models.factory import Normalized, create_model
 from cladapt.models.source import get_source_model
-from cladapt.progress import NullProgress
-from cladapt.protocols import PROTOCOLS, ProtocolResult
-from cladapt.results import (
-    Record,
-    append_rows,
-    check_results_path,
-    error_record,
-    new_run_id,
-    now_iso,
+from cladapt.planning import (  # noqa: F401  (re-exported: the runner is the public entry point)
+    DEFAULT_OUT,
+    Layered,
+    RunPlan,
+    RunSpec,
+    layer,
+    model_label,
+    plan,
 )
-from cladapt.stream import StreamOptions
+from cladapt.progress import NullProgress
+from cladapt.protocols import ProtocolResult
+from cladapt.results import Record, append_rows, error_record, new_run_id, now_iso
 from cladapt.terminal import interruption_handled, raise_if_interrupted
-
-DEFAULT_OUT = Path("results") / "results.csv"  # never the committed leaderboard/ by default
-
-
-@dataclass
-class RunSpec:
-    """What the user asked for (the CLI's options, or a Python caller's)."""
-
-    stream: str
-    strategy: str
-    sets: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    device: str = "auto"
-    out: Path | None = DEFAULT_OUT
-    setting: str | None = None
-    model: str | None = None
-    pretrained: bool | str = False  # True / a tag such as 'openai' / a weights file
-    checkpoint: str | None = None
-    data_root: str | None = None
-    plugins: tuple[str, ...] = ()
-    download: bool = False  # let torchvision download datasets (online users)
-    regularizers: tuple[str, ...] = ()  # composed with the strategy (--with NAME)
-    run_plugins: tuple[object, ...] = ()  # extra run-event plugins: observers, regularisers
 
 
 @dataclass
@@ -89,12 +58,19 @@ RowSink = Callable[[list[dict[str, Any]]], None]
 
 class ResultWriter:
     """Observer plugin: turns records into rows and appends them to the CSV at once, or hands them
-    to ``sink`` (a sweep's worker sends them to the driver, which owns the CSV)."""
+    to ``sink`` (a sweep's worker sends them to the driver, which owns the CSV). ``params`` is
+    recorded as each row's ``params_json``, with what the run learns while it runs
+    (``recorded``: the source model's digest) added."""
 
     def __init__(
-        self, path: Path | None, facts: dict[str, Any], sink: RowSink | None = None
+        self,
+        path: Path | None,
+        facts: dict[str, Any],
+        params: dict[str, Any],
+        sink: RowSink | None = None,
     ) -> None:
-        self.path, self.facts, self.sink = path, facts, sink
+        self.path, self.facts, self.params, self.sink = path, facts, params, sink
+        self.recorded: dict[str, Any] = {}
         self.records: list[Record] = []
 
     @hookimpl
@@ -103,279 +79,172 @@ class ResultWriter:
 
     def write(self, records: list[Record]) -> None:
         self.records.extend(records)
-        rows = [{**self.facts, **vars(r)} for r in records]
+        facts = dict(self.facts)  # params_json keeps its column
+        facts["params_json"] = json.dumps(self.params | self.recorded, sort_keys=True, default=str)
+        rows = [{**facts, **vars(r)} for r in records]
         if self.sink is not None:
             self.sink(rows)
         elif self.path is not None:
             append_rows(self.path, rows)
 
 
-def _resolve(spec: RunSpec, catalog: Catalog):
-    stream_entry = catalog.streams.get(spec.stream)
-    strategy_entry = catalog.strategies.get(spec.strategy)
-    protocol_name = stream_entry.protocols[0]
-    if protocol_name not in strategy_entry.protocols:
-        fitting = [s.name for s in catalog.strategies if protocol_name in s.protocols]
-        raise ConfigError(
-            f"strategy {spec.strategy!r} does not support the {protocol_name} protocol of stream "
-            f"{spec.stream!r}; strategies that do: {', '.join(fitting)}"
-        )
-    return stream_entry, strategy_entry, PROTOCOLS[protocol_name]
+class Models:
+    """The run's models, made as its plan says: ``fresh()`` (a new model of the run's
+    architecture on the device, from ``--checkpoint`` when given) and ``source()`` (the model
+    a test-time or UDA run starts from). Training a source model is a one-off, cached cost shared
+    by all strategies: its time (``untimed_s``) is not charged to the run, and its weights'
+    digest is recorded (``recorded['source_model']``) so that rows from two trainings of one
+    recipe never look alike."""
 
+    def __init__(self, plan: RunPlan, catalog: Catalog, recorded: dict[str, Any], progress):
+        self.plan, self.catalog, self.recorded, self.progress = plan, catalog, recorded, progress
+        self.untimed_s = 0.0
 
-def regularizer_entry(catalog: Catalog, name: str, protocol: str):
-    entry = catalog.strategies.regularizers.get(name)
-    if protocol not in entry.protocols:
-        raise ConfigError(f"regularizer {name!r} does not apply to the {protocol} protocol")
-    return entry
-
-
-@dataclass
-class Layered:
-    """A run's stream and its configurations, each layered as defaults < stream defaults <
-    ``--set``; ``config``: the ``--set`` values that differ from what the run would use without
-    them (``''`` for a default run) — with the stream, the strategy, the model, the setting and
-    the seed, the run's identity on the leaderboard and in a sweep's resume key."""
-
-    stream: Any
-    stream_entry: Any
-    strategy_entry: Any
-    protocol_cls: Any
-    reg_names: list[str]
-    reg_entries: list[Any]
-    protocol: Any
-    strategy: Any
-    regularizers: list[Any]
-    config: str
-
-
-def layer(spec: RunSpec, catalog: Catalog) -> Layered:
-    """Build the stream and layer every configuration for ``spec`` (no model, no rows)."""
-    stream_entry, strategy_entry, protocol_cls = _resolve(spec, catalog)
-    reg_names = list(dict.fromkeys([*strategy_entry.factory.regularizers, *spec.regularizers]))
-    reg_entries = [regularizer_entry(catalog, name, protocol_cls.name) for name in reg_names]
-    classes = [protocol_cls.Config, strategy_entry.factory.Config]
-    classes += [e.factory.Config for e in reg_entries]
-    stream_values, *values = split_values(spec.sets, StreamOptions, *classes)
-    stream = _build_stream(spec, stream_entry, stream_values, catalog)
-    # the stream's recipe (e.g. MTIL's AdamW at 1e-5, epochs for its size) sits between the
-    # defaults and --set
-    configs, differs = [], dict(_differing_options(stream_values))
-    for cls, given in zip(classes, values, strict=True):
-        base = _stream_defaults(stream, cls)
-        cfg = build_config(cls, base | given)
-        default = build_config(cls, base)
-        differs |= {k: getattr(cfg, k) for k in given if getattr(cfg, k) != getattr(default, k)}
-        configs.append(cfg)
-    protocol_cfg, strategy_cfg, *reg_cfgs = configs
-    return Layered(
-        stream=stream,
-        stream_entry=stream_entry,
-        strategy_entry=strategy_entry,
-        protocol_cls=protocol_cls,
-        reg_names=reg_names,
-        reg_entries=reg_entries,
-        protocol=protocol_cfg,
-        strategy=strategy_cfg,
-        regularizers=reg_cfgs,
-        config=", ".join(f"{k}={norm_value(v)}" for k, v in sorted(differs.items())),
-    )
-
-
-def _build_stream(spec: RunSpec, entry, stream_values: dict[str, Any], catalog: Catalog):
-    # only builders that read torchvision datasets take `download`
-    extra = {"download": True} if spec.download else {}
-    extra |= _stream_options(entry, stream_values, catalog)
-    try:
-        stream = entry.factory(data_root=spec.data_root, seed=spec.seed, **extra)
-        stream.embedded = bool(entry.extra.get("embedded", False))
-    except TypeError as exc:
-        if extra and "download" in str(exc):
-            raise ConfigError(
-                f"stream {spec.stream!r} cannot download its data; drop --download"
-            ) from None
-        raise
-    if stream.name != entry.name:  # rows are filed under the stream's name
-        raise ConfigError(
-            f"the builder of stream {entry.name!r} returned a stream named "
-            f"{stream.name!r}; a builder must name its stream as it is registered"
-        )
-    stream.check_shapes()
-    stream.check_not_empty()
-    return stream
-
-
-def _differing_options(values: dict[str, Any]) -> dict[str, Any]:
-    """Stream options given with a value other than their default (which keeps the stream's
-    own)."""
-    if not values:
-        return {}
-    given, default = build_config(StreamOptions, values), StreamOptions()
-    return {k: getattr(given, k) for k in values if getattr(given, k) != getattr(default, k)}
-
-
-def execute(
-    spec: RunSpec,
-    catalog: Catalog | None = None,
-    progress=None,
-    *,
-    run_id: str | None = None,
-    sink: RowSink | None = None,
-) -> RunOutcome:
-    """Run one (stream, strategy, seed). Every completed evaluation is in the CSV as soon as it is
-    computed; a failure or Ctrl-C appends an ``error`` row and re-raises. With ``sink`` the rows go
-    to it instead of ``spec.out`` (which is then not touched); ``run_id`` defaults to a new one."""
-    catalog = catalog or load_catalog(spec.plugins)
-    progress = progress or NullProgress()
-    # fail now, not after the run: a foreign file, a read-only folder
-    if spec.out is not None and sink is None:
-        check_results_path(spec.out)
-    if not 0 <= int(spec.seed) < 2**32:
-        raise ConfigError(f"--seed {spec.seed}: expected an integer in 0 .. 2^32-1")
-    generator = seed_everything(spec.seed)
-    layered = layer(spec, catalog)
-    stream, protocol_cls, protocol_cfg = layered.stream, layered.protocol_cls, layered.protocol
-    strategy_entry, reg_names = layered.strategy_entry, layered.reg_names
-    strategy = strategy_entry.factory(layered.strategy)
-    regularizers = [
-        e.factory(cfg) for e, cfg in zip(layered.reg_entries, layered.regularizers, strict=True)
-    ]
-    setting = spec.setting or stream.default_setting
-    allowed = stream.settings or protocol_cls.settings
-    if setting not in allowed:
-        raise UnknownNameError(f"setting for stream {stream.name!r}", setting, allowed)
-    device = resolve_device(spec.device)
-    model_name = spec.model or stream.defaults.get("model", "small-cnn")
-    # the stream's pretrained weights go with its default model only
-    pretrained = spec.pretrained or (
-        stream.defaults.get("pretrained", False) if not spec.model else False
-    )
-    check_model_name(catalog.models, model_name)
-    _check_pretrained(spec.pretrained, model_name, catalog)
-    if spec.checkpoint and not Path(spec.checkpoint).is_file():
-        raise DataError(f"checkpoint not found: {spec.checkpoint}")
-    prepare = (
-        catalog.models.get(model_name).extra.get("prepare")
-        if model_name in catalog.models
-        else None
-    )
-    if prepare is not None and pretrained:  # one-off, cached (e.g. pre-training clip-tiny)
-        prepare(input_shape=stream.input_shape, progress=progress)
-    model_kwargs = {"class_names": stream.class_names}
-    if stream.prompts is not None:
-        model_kwargs["prompts"] = stream.prompts
-
-    excluded_s = [0.0]  # one-off source-model training: not this run's wall time
-
-    def build() -> torch.nn.Module:
+    def architecture(self) -> torch.nn.Module:
+        """The model as the stream feeds it (its input normalisation), randomly initialised or
+        with the library's pretrained weights; on the CPU."""
+        plan, stream = self.plan, self.plan.stream
+        kwargs: dict[str, Any] = {"class_names": stream.class_names}
+        if stream.prompts is not None:
+            kwargs["prompts"] = stream.prompts
         model = create_model(
-            catalog.models,
-            model_name,
+            self.catalog.models,
+            plan.model_name,
             stream.num_classes,
             stream.input_shape,
-            pretrained,
-            **model_kwargs,
+            plan.pretrained,
+            **kwargs,
         )
         if stream.normalization is not None:
             model = Normalized(model, *stream.normalization)
-        elif stream.normalize_for_pretrained and pretrained:
+        elif stream.normalize_for_pretrained and plan.pretrained:
             model = pretrained_normalization(model)
         return prefer_channels_last(model)
 
-    def make_model() -> torch.nn.Module:
-        torch.manual_seed(spec.seed)
-        model = build()
-        if spec.checkpoint:  # a plain model's weights, also for streams that add normalisation
-            load_into(model.model if isinstance(model, Normalized) else model, spec.checkpoint)
-        return model.to(device)
+    def fresh(self) -> torch.nn.Module:
+        torch.manual_seed(self.plan.spec.seed)
+        model = self.architecture()
+        checkpoint = self.plan.spec.checkpoint
+        if checkpoint:  # a plain model's weights, also for streams that add normalisation
+            load_into(model.model if isinstance(model, Normalized) else model, checkpoint)
+        return model.to(self.plan.device)
 
-    def source_model() -> torch.nn.Module:
-        if spec.checkpoint or (stream.source is None and pretrained):
-            return make_model()
+    def source(self) -> torch.nn.Module:
+        plan, stream = self.plan, self.plan.stream
+        if plan.spec.checkpoint or (stream.source is None and plan.pretrained):
+            return self.fresh()
         if stream.source is None:
             raise CladaptError(
                 f"stream {stream.name!r} has no source data; pass --pretrained (a model trained "
                 "on the source distribution, e.g. timm ImageNet weights) or --checkpoint PATH"
             )
-
-        # a one-off, cached cost shared by all strategies: not charged to this run's wall time
         tic = time.perf_counter()
-        cache_name = model_name + ("-pretrained" if pretrained else "")
-        model = get_source_model(stream, cache_name, build, device, progress=progress)
-        # which weights: rows from two caches (two trainings of one recipe) must not look alike
-        params = json.loads(facts["params_json"])
-        params["source_model"] = weights_digest(model)
-        facts["params_json"] = json.dumps(params, sort_keys=True, default=str)
-        excluded_s[0] += time.perf_counter() - tic
+        cache_name = plan.model_name + ("-pretrained" if plan.pretrained else "")
+        model = get_source_model(
+            stream, cache_name, self.architecture, plan.device, progress=self.progress
+        )
+        self.recorded["source_model"] = weights_digest(model)
+        self.untimed_s += time.perf_counter() - tic
         return model
 
+
+@dataclass
+class BuiltRun:
+    """A planned run with everything it runs with: the run context the hooks receive, the
+    writer of its rows, its plugin manager and its models."""
+
+    plan: RunPlan
+    context: Run
+    writer: ResultWriter
+    pm: Any
+    models: Models
+    regularizers: list[Any] = field(default_factory=list)
+
+
+def build(
+    plan: RunPlan,
+    catalog: Catalog,
+    progress=None,
+    *,
+    run_id: str | None = None,
+    sink: RowSink | None = None,
+) -> BuiltRun:
+    """Seed, prepare pre-trained weights (one-off, cached), instantiate the strategy and the
+    regularisers, and wire the writer and the plugin manager. Rows go to ``sink`` when given,
+    else to the plan's results file."""
+    progress = progress or NullProgress()
+    spec, layered = plan.spec, plan.layered
+    generator = seed_everything(spec.seed)
+    strategy = layered.strategy_entry.factory(layered.strategy)
+    regularizers = [
+        e.factory(cfg) for e, cfg in zip(layered.reg_entries, layered.regularizers, strict=True)
+    ]
+    entry = catalog.models.get(plan.model_name) if plan.model_name in catalog.models else None
+    prepare = entry.extra.get("prepare") if entry is not None else None
+    if prepare is not None and plan.pretrained:  # one-off, cached (e.g. pre-training clip-tiny)
+        prepare(input_shape=plan.stream.input_shape, progress=progress)
     run_id = run_id or new_run_id()
-    run = Run(
-        run_id=run_id,
-        stream=stream,
-        protocol=protocol_cls.name,
-        setting=setting,
-        strategy=strategy,
-        model_name=model_name,
-        seed=spec.seed,
-        device=device,
-        params=protocol_cfg,
-        hook=None,
-        create_model=make_model,
-        source_model=source_model,
-        amp_dtype=amp_dtype(protocol_cfg.amp),
-        generator=generator,
-        progress=progress,
-    )
     facts = {
         "run_id": run_id,
         "started_at": now_iso(),
         "cladapt_version": __version__,
-        "stream": stream.name,
-        "protocol": protocol_cls.name,
-        "setting": setting,
-        # a composed run is its own entry: finetune --with lwf is "finetune+lwf"
-        "strategy": "+".join(
-            [strategy_entry.name]
-            + [n for n in reg_names if n not in strategy_entry.factory.regularizers]
-        ),
-        "params_json": json.dumps(
-            run.params_dict()
-            | {"pretrained": pretrained}
-            | precision_facts(protocol_cfg.amp)
-            | {f"with_{r.name}": dataclasses.asdict(r.cfg) for r in regularizers}
-            | ({"stream": stream.facts} if stream.facts else {})
-            | {"config": layered.config},
-            sort_keys=True,
-            default=str,
-        ),
-        "model": model_label(model_name, pretrained, spec.checkpoint),
+        "stream": plan.stream.name,
+        "protocol": plan.protocol_cls.name,
+        "setting": plan.setting,
+        "strategy": plan.strategy_label,
+        "params_json": "",  # the writer's, at each write
+        "model": plan.model_label,
         "seed": spec.seed,
-        "device": str(device),
+        "device": str(plan.device),
     }
-    writer = ResultWriter(spec.out, facts, sink)
+    writer = ResultWriter(spec.out, facts, plan.params, sink)
+    models = Models(plan, catalog, writer.recorded, progress)
     pm = run_manager(DefaultBehaviour(), writer, *spec.run_plugins, *regularizers, strategy)
-    run.hook = pm.hook
+    context = Run(
+        run_id=run_id,
+        stream=plan.stream,
+        protocol=plan.protocol_cls.name,
+        setting=plan.setting,
+        strategy=strategy,
+        model_name=plan.model_name,
+        seed=spec.seed,
+        device=plan.device,
+        params=layered.protocol,
+        hook=pm.hook,
+        create_model=models.fresh,
+        source_model=models.source,
+        amp_dtype=amp_dtype(layered.protocol.amp),
+        generator=generator,
+        progress=progress,
+    )
+    return BuiltRun(plan, context, writer, pm, models, regularizers)
 
+
+def run(built: BuiltRun) -> RunOutcome:
+    """Run the protocol. Every completed evaluation is in the CSV as soon as it is computed; a
+    failure or Ctrl-C appends an ``error`` row and re-raises; a finished run appends its
+    summary rows."""
+    ctx, writer, pm = built.context, built.writer, built.pm
     pm.add_hookcall_monitoring(lambda *_: raise_if_interrupted(), lambda *_: None)
-    reset_peak_memory(device)
+    reset_peak_memory(ctx.device)
     start = time.perf_counter()
     status = "error"
     try:
         try:
-            result = protocol_cls().run(run)
+            result = built.plan.protocol_cls().run(ctx)
             raise_if_interrupted()  # a swallowed Ctrl-C is never scored
             status = "ok"
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         finally:
-            pm.hook.cladapt_teardown(run=run, status=status)
-        summary = _summary(run, result, pm, start, excluded_s[0])
-        peak_kind = run.state.get("_peak_kind", "")
+            pm.hook.cladapt_teardown(run=ctx, status=status)
+        summary = _summary(ctx, result, pm, start, built.models.untimed_s)
+        peak_kind = ctx.state.get("_peak_kind", "")
+        notes = ctx.stream.notes
         writer.write(
             [
-                Record(k, v, row_type="summary", note=_summary_note(k, peak_kind, stream.notes))
+                Record(k, v, row_type="summary", note=_summary_note(k, peak_kind, notes))
                 for k, v in summary.items()
             ]
         )
@@ -392,7 +261,22 @@ def execute(
         note = text if isinstance(exc, CladaptError) else f"{type(exc).__name__}: {text}"
         writer.write([error_record(note)])
         raise
-    return RunOutcome(run=run, result=result, summary=summary)
+    return RunOutcome(run=ctx, result=result, summary=summary)
+
+
+def execute(
+    spec: RunSpec,
+    catalog: Catalog | None = None,
+    progress=None,
+    *,
+    run_id: str | None = None,
+    sink: RowSink | None = None,
+) -> RunOutcome:
+    """Plan, build and run one (stream, strategy, seed). With ``sink`` the rows go to it
+    instead of ``spec.out`` (which is then not touched); ``run_id`` defaults to a new one."""
+    catalog = catalog or load_catalog(spec.plugins)
+    the_plan = plan(replace(spec, out=None) if sink is not None else spec, catalog)
+    return run(build(the_plan, catalog, progress, run_id=run_id, sink=sink))
 
 
 def _summary(run: Run, result, pm, start: float, excluded_s: float) -> dict[str, float]:
@@ -442,49 +326,6 @@ def _described(plugin: str, extra: object, measured: set[str]) -> dict[str, floa
     return out
 
 
-def model_label(name: str, pretrained: bool | str, checkpoint: str | None) -> str:
-    """The results' ``model`` column: the model as run, so that runs from different weights
-    never share a leaderboard row — ``small-cnn``, ``small-cnn+pretrained``,
-    ``ViT-B-16+openai`` (an open_clip tag), ``small-cnn@source.pt#1a2b3c4d`` (a checkpoint,
-    with the start of its SHA-256: two files of one name are two models)."""
-    if checkpoint:
-        return f"{name}@{Path(checkpoint).name}#{_file_digest(checkpoint)}"
-    if pretrained in (False, None, "", "false"):
-        return name
-    if pretrained in (True, "true", "default"):
-        return f"{name}+pretrained"
-    path = Path(str(pretrained)).expanduser()
-    if path.is_file():
-        return f"{name}+{path.name}#{_file_digest(path)}"
-    return f"{name}+{pretrained}"
-
-
-def _file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:8]
-
-
-def _check_pretrained(pretrained: bool | str, model_name: str, catalog: Catalog) -> None:
-    """``--pretrained TAG|FILE`` names open_clip weights; other models take the bare flag."""
-    if not isinstance(pretrained, str) or pretrained in ("default", "true"):
-        return
-    from cladapt.models.clip import is_open_clip_name
-
-    if model_name in catalog.models or not is_open_clip_name(model_name):
-        raise ConfigError(
-            f"--pretrained {pretrained}: a weights tag or file only applies to open_clip models; "
-            f"for {model_name!r} pass --pretrained without a value (its library's weights) or "
-            "--checkpoint FILE"
-        )
-    if ("/" in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors"))) and (
-        not Path(pretrained).expanduser().is_file()
-    ):
-        raise DataError(f"--pretrained {pretrained}: no such weights file")
-
-
 def pretrained_normalization(model: torch.nn.Module) -> torch.nn.Module:
     """Wrap a timm model with the input mean / std of its pretrained weights (``pretrained_cfg``;
     e.g. 0.5 / 0.5 for AugReg ViTs, ImageNet's for torchvision ResNets); others as they are."""
@@ -492,27 +333,6 @@ def pretrained_normalization(model: torch.nn.Module) -> torch.nn.Module:
     if "mean" in cfg and "std" in cfg:
         return Normalized(model, tuple(cfg["mean"]), tuple(cfg["std"]))
     return model
-
-
-def _stream_options(entry, values: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
-    """The ``--set`` stream options (typed, checked), refused by streams that do not take them."""
-    if not values:
-        return {}
-    accepted = entry.extra.get("options", ())
-    for key in values:
-        if key not in accepted:
-            takers = [s.name for s in catalog.streams if key in s.extra.get("options", ())]
-            raise ConfigError(
-                f"stream {entry.name!r} does not take --set {key}; streams that do: "
-                + (", ".join(takers) or "none")
-            )
-    options = build_config(StreamOptions, values)
-    return {k: getattr(options, k) for k in values}
-
-
-def _stream_defaults(stream, config_cls) -> dict[str, Any]:
-    """The stream's defaults that are fields of ``config_cls``."""
-    return {k: v for k, v in stream.defaults.items() if k in config_cls.__dataclass_fields__}
 
 
 def _summary_note(metric: str, peak_kind: str, notes: list[str]) -> str:

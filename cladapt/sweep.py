@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from cladapt.errors import ConfigError
+from cladapt.planning import RunSpec
 from cladapt.results import Record, append_rows, error_record, new_run_id, now_iso
-from cladapt.runner import RunSpec
 
 
 @dataclass(frozen=True)
@@ -79,19 +79,10 @@ def finished_keys(path: Path) -> set[str]:
 
 def job_identity(spec: RunSpec, catalog) -> tuple[str, str, str, str]:
     """(strategy label, config, model label, setting) the run of ``spec`` will record."""
-    from cladapt.runner import layer, model_label
+    from cladapt.planning import plan
 
-    layered = layer(spec, catalog)
-    stream = layered.stream
-    entry = layered.strategy_entry
-    own = entry.factory.regularizers
-    strategy = "+".join([entry.name] + [n for n in layered.reg_names if n not in own])
-    model_name = spec.model or stream.defaults.get("model", "small-cnn")
-    pretrained = spec.pretrained or (
-        stream.defaults.get("pretrained", False) if not spec.model else False
-    )
-    model = model_label(model_name, pretrained, spec.checkpoint)
-    return strategy, layered.config, model, spec.setting or stream.default_setting
+    planned = plan(replace(spec, out=None), catalog)
+    return planned.strategy_label, planned.layered.config, planned.model_label, planned.setting
 
 
 def plan(
@@ -144,7 +135,7 @@ def planned_facts(spec: RunSpec, run_id: str) -> dict[str, Any]:
     (a failure before the run's own writer exists, a lost worker, Ctrl-C on the driver)."""
     from cladapt import __version__
     from cladapt.manager import load_catalog
-    from cladapt.runner import _resolve
+    from cladapt.planning import _resolve
 
     try:
         protocol = _resolve(spec, load_catalog(spec.plugins))[2].name

@@ -104,3 +104,40 @@ def test_run_prints_matrix_and_headline(cli, tmp_path):
     assert res.exit_code == 0, res.output
     assert "avg_accuracy" in res.output and "forgetting" in res.output and "task4:89" in res.output
     assert (tmp_path / "r.csv").exists()
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(cli, tmp_path):
+    out = tmp_path / "r.csv"
+    args = ["run", "-s", "digits", "-a", "finetune", "--with", "lwf", "--set", "lr=0.05"]
+    res = cli.invoke(main, [*args, "--dry-run", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    for fragment in ("finetune+lwf", "lr=0.05", "small-cnn", '"lwf_alpha"', str(out)):
+        assert fragment in res.output, fragment
+    assert not out.exists()  # nothing ran, nothing written
+    # a plan that cannot run fails as the run would, before any work
+    res = cli.invoke(main, ["run", "-s", "digits", "-a", "tent", "--dry-run", "--out", str(out)])
+    _one_line_error(res, "does not support the continual protocol")
+
+
+def test_the_plan_is_what_the_run_records():
+    """``plan()`` says exactly what ``params_json`` and the label columns will hold: the run adds
+    only what it learns while running (the digest of the source model it trained or loaded)."""
+    import json
+
+    from cladapt.manager import load_catalog
+    from cladapt.planning import plan
+    from cladapt.runner import RunSpec, build, run
+
+    catalog = load_catalog()
+    spec = RunSpec("digits-shift", "tent", {"lr": "0.002"}, out=None, device="cpu")
+    planned = plan(spec, catalog)
+    rows: list[dict] = []
+    run(build(planned, catalog, sink=rows.extend))
+    assert rows and all(r["strategy"] == planned.strategy_label for r in rows)
+    assert all(r["model"] == planned.model_label and r["setting"] == planned.setting for r in rows)
+    recorded = json.loads(rows[-1]["params_json"])
+    assert set(recorded) - set(planned.params) == {"source_model"}
+    assert {k: recorded[k] for k in planned.params} == json.loads(
+        json.dumps(planned.params, default=str)
+    )
+    assert recorded["config"] == "lr=0.002"

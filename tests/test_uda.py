@@ -159,7 +159,7 @@ def test_office_streams_use_tllibs_recipe(tmp_path):
     from test_uda_readers import write_office  # fake Office-31 folders, real layout
 
     from cladapt.config import build_config
-    from cladapt.runner import _stream_defaults
+    from cladapt.planning import _stream_defaults
 
     write_office(tmp_path)
     catalog = load_catalog()
