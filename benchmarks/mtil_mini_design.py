@@ -103,7 +103,8 @@ def single(iterations: int, n_train: int) -> pd.DataFrame:
 @hookimpl
 def cladapt_register_streams(registry) -> None:
     """``mtil-mini-rn``, registered through the plugin API as a third-party package would."""
-    from cladapt.streams.builtin import build_mtil_mini, definitions
+    from cladapt.streams.builtin import definitions
+    from cladapt.streams.mtil import build_mtil_mini
 
     d = dict(definitions()["mtil-mini"])
     d.update(tasks=RN_TASKS, train=ARGS.train)

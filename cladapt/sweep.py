@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cladapt.errors import ConfigError
+from cladapt.errors import CladaptError, ConfigError, DataError
 from cladapt.planning import RunSpec
 from cladapt.results import Record, append_rows, error_record, new_run_id, now_iso
 
@@ -102,7 +102,12 @@ def plan(
     for stream in streams:
         for strategy in strategies:
             spec = replace(base, stream=stream, strategy=strategy)
-            label_, config, model, setting = job_identity(spec, catalog)
+            try:
+                label_, config, model, setting = job_identity(spec, catalog)
+            except DataError:  # its data is not here: the run fails and records why
+                label_, config, model, setting = strategy, "", spec.model or "", ""
+            except CladaptError as exc:  # refused before anything runs, naming the job
+                raise CladaptError(f"{strategy} on {stream}: {exc}") from None
             for seed in seeds:
                 key = run_key(stream, label_, config, model, setting, seed)
                 if key in done:

@@ -145,7 +145,8 @@ def cladapt_register_streams(registry):
 
 def digits_c3_stream(data_root=None, seed=0) -> Stream:
     """digits-c restricted to three corruptions (fast tests of the test-time settings)."""
-    from cladapt.streams.builtin import build_digits_corruptions, definitions
+    from cladapt.streams.builtin import definitions
+    from cladapt.streams.corruptions import build_digits_corruptions
 
     d = dict(definitions()["digits-c"])
     d["corruptions"] = ["gaussian_noise", "shot_noise", "fog"]
@@ -170,7 +171,8 @@ class BatchSpy:
 
 def noise_only_uda_stream(data_root=None, seed=0) -> Stream:
     """digits-uda restricted to its noise target (fast tests of DANN vs source-only)."""
-    from cladapt.streams.builtin import build_digits_uda, definitions
+    from cladapt.streams.builtin import definitions
+    from cladapt.streams.digits import build_digits_uda
 
     d = dict(definitions()["digits-uda"])
     d["targets"] = [t for t in d["targets"] if t["name"] == "gaussian_noise"]
