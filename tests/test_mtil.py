@@ -310,8 +310,8 @@ def test_finetune_loses_transfer_and_zscl_keeps_more(mini):
 
 
 def test_mtil_mini_tasks_gain_from_fine_tuning(mini):
-    """Issue 14 item 9: fine-tuning raises a task >= 15 points over zero-shot on average (real
-    MTIL tasks gain tens of points), so the stream shows learning as well as forgetting."""
+    """The stream's design goal: fine-tuning raises a task >= 15 points over zero-shot on average
+    (real MTIL tasks gain tens of points), so the stream shows learning as well as forgetting."""
     zs, ft = mini["zero-shot"], mini["finetune"]
     # the zero-shot model's accuracy right after "learning" a task is its zero-shot accuracy
     assert 100 - zs["avg_error_after_learning"] == pytest.approx(zs["last"])

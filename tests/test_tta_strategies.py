@@ -177,7 +177,7 @@ def test_ecotta_meta_kernel_sets_the_meta_conv_size(kernel, params, catalog):
 def test_ecotta_warm_up_is_shared_by_every_seed(catalog):
     """The cached warm-up is keyed by the source network (not by randomly initialised meta
     blocks), and the blocks start from the same initialisation whatever the run's seed: one
-    warm-up serves every seed (issue 17/19: it was redone for seeds 0, 1, 2)."""
+    warm-up serves every seed (a warm-up keyed by the seed would be redone for seeds 0, 1, 2)."""
     setups = []
     for seed in (0, 1):
         run = _fake_run(_model_with_source_stats())  # the same source network

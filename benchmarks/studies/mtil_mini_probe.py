@@ -2,7 +2,7 @@
 ViT ``clip-tiny``; committed output from commit 591332f): the pre-trained tiny CLIP's image tower
 against a randomly initialised one, each trained with a fresh linear head on each task.
 
-    python benchmarks/mtil_mini_probe.py [--steps 300] [--seeds 0,1,2]
+    python benchmarks/studies/mtil_mini_probe.py [--steps 300] [--seeds 0,1,2]
 
 For every mtil-mini task (its own generated train/test sets, as the stream builds them): the
 image tower of ``clip-tiny`` (the harness's cached pre-trained weights, or the same architecture
@@ -12,6 +12,10 @@ accuracy, mean ± std over seeds (the seed sets the head, the initialisation of 
 and the batch order). Also prints the pre-trained model's zero-shot accuracy with the task's
 prompts and the effective rank (exp of the entropy of the normalised
 squared singular values) of the pre-trained model's image features on each task's test images.
+
+Decided: mtil-mini's first design could not show learning (six of seven tasks at their ceiling
+after pre-training; the ViT learned digits worse from its pre-trained features than from random
+ones), which led to ``studies/mtil_mini_design.py`` and the current stream (docs/mtil.md).
 """
 
 from __future__ import annotations
