@@ -183,120 +183,167 @@ def build_site(
     left as it is, and it is an error if it would have to change. Files the previous build wrote
     and this one does not (pages of streams that disappeared) are removed; a file no build wrote
     that this build would replace is an error; other files in ``site`` are left alone."""
-    from cladapt.results import read_results, rows_to_csv
-
     site = Path(site)
     if site.exists() and not site.is_dir():
         raise DataError(f"--site {site} is a file, not a folder")
     protected = {p.resolve() for p in inputs}
-    csv_target = site / csv_name
-    env = Environment(
-        loader=PackageLoader("cladapt.leaderboard", "templates"),
-        autoescape=select_autoescape(["html"]),
-        finalize=_printable,
-    )
-    env.filters["num"] = _num
     if catalog is None:
         from cladapt.manager import load_catalog
 
         catalog = load_catalog()
-    made = describe(df, catalog)  # suite, devices, precision, dates: in every page's header
-    references = {e.name: getattr(e.factory, "reference", "") for e in catalog.strategies}
-    verdicts = evaluate([c for c in claims_of(catalog) if c.stream in set(df.stream)], df)
-    table = aggregate(df)
-    runs = finished_runs(df)
-    status = run_status(df)
+    pages = _Pages.of(df, catalog, csv_name)
     files: dict[str, str] = {}  # relative path -> content
     index_rows = []
     for stream, rows in df.groupby("stream", sort=True):
         # every stream gets a page, also one whose runs all failed or were killed
-        st = table[table.stream == stream] if "stream" in table else table
-        protocol = rows.protocol.iloc[0]
-        metric, direction = stream_headlines(stream, protocol, st)[0]
-        if f"{metric}_mean" in st and len(st):  # ranked by the stream's headline, references last
-            key = st[f"{metric}_mean"] * (1 if direction == "min" else -1)
-            st = (
-                st.assign(reference=[references.get(n, "") for n in st.strategy], _key=key)
-                .sort_values(["setting", "oracle", "_key"])
-                .drop(columns="_key")
+        page, html, index_row = pages.stream_page(stream, rows)
+        files[page] = html
+        index_rows.append(index_row)
+    files["index.html"] = pages.index(index_rows)
+    csv = _published_csv(df, site / csv_name, protected)
+    if csv is not None:
+        files[csv_name] = csv
+    return _install(site, files, protected)
+
+
+def _published_csv(df: pd.DataFrame, target: Path, protected: set[Path]) -> str | None:
+    """The rows as the site publishes them; ``None`` when the target is one of the inputs
+    (left as it is: it must already hold exactly these rows)."""
+    from cladapt.results import read_results, rows_to_csv
+
+    if target.resolve() in protected:
+        if not _same_rows(read_results(target), df):
+            raise DataError(
+                f"{target} is one of the --results inputs and would be overwritten by the "
+                "merged rows; build the site into another --site folder"
             )
-        else:
-            st = st.assign(reference=[references.get(n, "") for n in st.strategy])
-        cols = metric_columns(protocol, st, stream)
-        evals = df[
-            (df.stream == stream) & (df.row_type == "eval") & df.run_id.isin(set(runs.run_id))
-        ]
-        provenance = rows.drop_duplicates("run_id")[
-            [
-                "run_id",
-                "started_at",
-                "cladapt_version",
-                "setting",
-                "strategy",
-                "model",
-                "seed",
-                "device",
-                "params_json",
-            ]
-        ].assign(status=lambda d: [status[r] for r in d.run_id])
-        provenance["params_diff"] = params_differences(provenance)
+        return None
+    return rows_to_csv(df[list(df.columns)].to_dict("records"), header=True)
+
+
+_PROVENANCE = [
+    "run_id",
+    "started_at",
+    "cladapt_version",
+    "setting",
+    "strategy",
+    "model",
+    "seed",
+    "device",
+    "params_json",
+]
+
+
+@dataclass
+class _Pages:
+    """What every page of one build shares: the rows, their aggregate, the finished runs and
+    each run's status, the strategies' reference marks, the claims' verdicts, the header."""
+
+    env: Environment
+    df: pd.DataFrame
+    table: pd.DataFrame
+    runs: pd.DataFrame
+    status: dict[str, str]
+    references: dict[str, str]
+    verdicts: list
+    made: dict
+    csv_name: str
+
+    @classmethod
+    def of(cls, df: pd.DataFrame, catalog, csv_name: str) -> _Pages:
+        env = Environment(
+            loader=PackageLoader("cladapt.leaderboard", "templates"),
+            autoescape=select_autoescape(["html"]),
+            finalize=_printable,
+        )
+        env.filters["num"] = _num
+        return cls(
+            env=env,
+            df=df,
+            table=aggregate(df),
+            runs=finished_runs(df),
+            status=run_status(df),
+            references={e.name: getattr(e.factory, "reference", "") for e in catalog.strategies},
+            verdicts=evaluate([c for c in claims_of(catalog) if c.stream in set(df.stream)], df),
+            made=describe(df, catalog),  # suite, devices, precision, dates: in every header
+            csv_name=csv_name,
+        )
+
+    def _finished_evals(self) -> pd.DataFrame:
+        df = self.df
+        return df[(df.row_type == "eval") & df.run_id.isin(set(self.runs.run_id))]
+
+    def _ranked(self, stream: str, protocol: str) -> tuple[pd.DataFrame, str, str]:
+        """The stream's aggregate rows ranked by its headline metric, references last."""
+        table = self.table
+        st = table[table.stream == stream] if "stream" in table else table
+        metric, direction = stream_headlines(stream, protocol, st)[0]
+        st = st.assign(reference=[self.references.get(n, "") for n in st.strategy])
+        if f"{metric}_mean" in st and len(st):
+            key = st[f"{metric}_mean"] * (1 if direction == "min" else -1)
+            st = st.assign(_key=key).sort_values(["setting", "oracle", "_key"]).drop(columns="_key")
+        return st, metric, direction
+
+    def _provenance(self, rows: pd.DataFrame) -> pd.DataFrame:
+        runs = rows.drop_duplicates("run_id")[_PROVENANCE]
+        runs = runs.assign(status=lambda d: [self.status[r] for r in d.run_id])
+        runs["params_diff"] = params_differences(runs)
+        return runs
+
+    def stream_page(self, stream: str, rows: pd.DataFrame) -> tuple[str, str, dict]:
+        """(path, html, the stream's row of the index)."""
+        protocol = rows.protocol.iloc[0]
+        st, metric, direction = self._ranked(stream, protocol)
+        evals = self._finished_evals()
+        evals = evals[evals.stream == stream]
         # reference points (joint's upper bound, zero-shot, oracles) are never "best"
         methods = st[(st.reference == "") & ~st.oracle] if "oracle" in st else st
         best = methods.iloc[0] if f"{metric}_mean" in methods and len(methods) else None
         page = f"streams/{slug(stream)}.html"
-        files[page] = env.get_template("stream.html").render(
+        html = self.env.get_template("stream.html").render(
             stream=stream,
             protocol=protocol,
             headline=metric,
             direction=direction,
-            cols=cols,
+            cols=metric_columns(protocol, st, stream),
             labels=LABELS,
             rows=st.to_dict("records"),
             heatmaps=breakdowns(evals, protocol),
             plot=tradeoff_plot(st, stream, protocol) if metric and len(st) else "",
             tables=paper_tables(stream, protocol, evals, st),
-            runs=provenance.to_dict("records"),
-            csv=f"../{csv_name}",
+            runs=self._provenance(rows).to_dict("records"),
+            csv=f"../{self.csv_name}",
             version=__version__,
             integer_metrics=INTEGER_METRICS,
-            made=made,
-            claims=[v for v in verdicts if v.claim.stream == stream],
+            made=self.made,
+            claims=[v for v in self.verdicts if v.claim.stream == stream],
             rule=CLAIM_RULE,
         )
-        index_rows.append(
-            {
-                "stream": stream,
-                "page": page,
-                "protocol": protocol,
-                "strategies": rows.strategy.nunique(),
-                "runs": rows.run_id.nunique(),
-                "best": None if best is None else best.strategy,
-                "metric": LABELS.get(metric, metric),
-                "value": None if best is None else best[f"{metric}_mean"],
-            }
+        index_row = {
+            "stream": stream,
+            "page": page,
+            "protocol": protocol,
+            "strategies": rows.strategy.nunique(),
+            "runs": rows.run_id.nunique(),
+            "best": None if best is None else best.strategy,
+            "metric": LABELS.get(metric, metric),
+            "value": None if best is None else best[f"{metric}_mean"],
+        }
+        return page, html, index_row
+
+    def index(self, index_rows: list[dict]) -> str:
+        finished = self._finished_evals()
+        uda = uda_table(finished[finished.protocol == "uda"], self.table)
+        return self.env.get_template("index.html").render(
+            streams=index_rows,
+            csv=self.csv_name,
+            version=__version__,
+            protocols=sorted(HEADLINES),
+            tables=[uda] if uda else [],
+            made=self.made,
+            claims=self.verdicts,
+            rule=CLAIM_RULE,
         )
-    finished = df[(df.row_type == "eval") & df.run_id.isin(set(runs.run_id))]
-    uda = uda_table(finished[finished.protocol == "uda"], table)
-    files["index.html"] = env.get_template("index.html").render(
-        streams=index_rows,
-        csv=csv_name,
-        version=__version__,
-        protocols=sorted(HEADLINES),
-        tables=[uda] if uda else [],
-        made=made,
-        claims=verdicts,
-        rule=CLAIM_RULE,
-    )
-    rows_csv = rows_to_csv(df[list(df.columns)].to_dict("records"), header=True)
-    if csv_target.resolve() in protected:
-        if not _same_rows(read_results(csv_target), df):
-            raise DataError(
-                f"{csv_target} is one of the --results inputs and would be overwritten by the "
-                "merged rows; build the site into another --site folder"
-            )
-    else:
-        files[csv_name] = rows_csv
-    return _install(site, files, protected)
 
 
 def params_differences(runs: pd.DataFrame) -> list[str]:

@@ -9,7 +9,7 @@ training and evaluation).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -82,136 +82,15 @@ class ContinualProtocol:
     settings = ("class-incremental", "task-incremental")
 
     def run(self, run: Run) -> ProtocolResult:
-        cfg: ContinualConfig = run.params
-        stream = run.stream
-        T = len(stream.experiences)
-        R = np.full((T + 1, T), np.nan)
-        masks = [class_mask(run, e) for e in stream.experiences]
-        scored = evaluation_views(stream.experiences, cfg.eval_split)
-
+        learning = _Learning(run)
         run.model = run.create_model()
         run.hook.cladapt_setup(run=run)
-        cap = getattr(run.strategy, "max_epochs", None)
-        epochs = min(cfg.epochs, cap) if cap is not None else cfg.epochs
-        iterations = cfg.iterations if cap is None else 0
-
-        flops = {"train_flops": 0.0, "inference_flops": 0.0}
-        # a strategy that trains outside the protocol's loop (Avalanche's) is not counted:
-        # its training FLOPs are "not measured", never 0
-        measured = getattr(run.strategy, "train_flops_measured", True)
-        if not measured:
-            del flops["train_flops"]
-        top5_errors: dict[str, float] = {}
-        peak_trainable = run.trainable_parameters()
-
-        def evaluate_all(row: int, label: str) -> None:
-            if getattr(run.model, "head_stale", False):
-                # CLIP: recompute the prompt head once per evaluation, outside the FLOP sample
-                run.model.refresh_head()
-            meter = FlopMeter() if cfg.count_flops else None
-            accs = [
-                evaluate(run, e, masks[j], cfg.eval_batch_size, meter) for j, e in enumerate(scored)
-            ]
-            R[row] = torch.stack(accs).cpu().numpy()  # one host sync per row
-            records = [
-                Record("accuracy", float(v), trained_upto=label, eval_experience=e.name)
-                for v, e in zip(R[row], stream.experiences, strict=True)
-            ]
-            if meter is not None:
-                flops["inference_flops"] += meter.total
-                records.append(Record("inference_flops", meter.total, trained_upto=label))
-            if row > 0:  # NEVIS-style: test error on a task right after learning it
-                exp = scored[row - 1]
-                error = 100.0 - R[row, row - 1]
-                records.append(Record("error_after_learning", error, label, exp.name))
-                if exp.classes is not None and len(exp.classes) > 5:  # dm_nevis' top-5
-                    top5 = evaluate(run, exp, masks[row - 1], cfg.eval_batch_size, topk=5)
-                    top5_errors[exp.name] = 100.0 - float(top5)
-                    records.append(
-                        Record("top5_error_after_learning", top5_errors[exp.name], label, exp.name)
-                    )
-            run.hook.cladapt_evaluated(run=run, records=records)
-
-        evaluate_all(0, "initial")  # before any training: random init or zero-shot
-
-        def fit(
-            data,
-            mask,
-            meter: FlopMeter | None,
-            label: str,
-            validate: Callable[[], None] | None = None,
-        ) -> None:
-            """Train ``steps`` steps; with ``validate``: call it after the first step, every
-            ``validate_every`` steps (0: every epoch) and after the last (dm_nevis)."""
-            steps = steps_per_experience(cfg, data, epochs, iterations)
-            run.state["steps_this_experience"] = steps  # for per-task schedules
-            if steps == 0:
-                return
-            every = cfg.validate_every or num_batches(data, cfg.batch_size)
-            run.model.train()
-
-            def batches():
-                epoch, done = 0, 0
-                while done < steps:
-                    epoch += 1
-                    run.state["epoch"] = epoch
-                    for x, y in iterate(
-                        data, cfg.batch_size, run.device, shuffle=True, generator=run.generator
-                    ):
-                        yield Batch(x=x, y=y, class_mask=mask)
-                        done += 1
-                        if done == steps:
-                            return
-
-            for step, batch in enumerate(run.progress.track(batches(), steps, label)):
-                train_step(run, batch, cfg.check_every, meter)
-                if validate is not None and step % every == 0 and step < steps - 1:
-                    validate()
-                    run.model.train()
-            check_finite(run, parameters=True)
-            if validate is not None:
-                validate()
-
-        for t, exp in enumerate(stream.experiences):
-            run.experience, run.experience_index = exp, t
-            if hasattr(run.model, "set_task_classes"):  # CLIP: which prompts train this task
-                run.model.set_task_classes(exp.classes)
-            run.hook.cladapt_before_experience(run=run, experience=exp)
-            data = run.hook.cladapt_train_data(run=run, experience=exp) or exp.train
-            meter = FlopMeter() if cfg.count_flops else None
-            if (cfg.search_trials or cfg.lr_grid) and exp.dev is not None and run.optimizer:
-                self.select(run, t, exp, data, masks[t], meter, fit)
-            else:
-                fit(data, masks[t], meter, f"train {exp.name}")
-            peak_trainable = max(peak_trainable, run.trainable_parameters())
-            run.hook.cladapt_after_experience(run=run, experience=exp)
-            if meter is not None and measured:
-                flops["train_flops"] += meter.total
-                run.hook.cladapt_evaluated(
-                    run=run, records=[Record("train_flops", meter.total, exp.name, exp.name)]
-                )
-            evaluate_all(t + 1, exp.name)
-
-        sizes = [len(e.test) if e.test is not None else 0 for e in scored]
-        headline = metrics.continual_summary(R, sizes)
-        tables = {"accuracy_matrix": R, "names": [e.name for e in stream.experiences]}
-        if stream.prompts is not None:  # zero-shot capable: MTIL's metrics (Zheng et al. 2023)
-            headline |= metrics.mtil_summary(R)
-            tables["per_task"] = metrics.mtil_per_task(R)
-            run.hook.cladapt_evaluated(
-                run=run,
-                records=[
-                    Record(label.lower(), float(v), "final", e.name)
-                    for label, row in tables["per_task"].items()
-                    for v, e in zip(row, stream.experiences, strict=True)
-                    if not np.isnan(v)
-                ],
-            )
-        headline |= metrics.nevis_summary(R, sizes, top5_errors)
-        headline["peak_trainable_params"] = float(peak_trainable)
-        if cfg.count_flops:
-            headline |= flops
-        return ProtocolResult(headline=headline, tables=tables)
+        learning.start()
+        learning.evaluate_all(0, "initial")  # before any training: random init or zero-shot
+        for t, exp in enumerate(run.stream.experiences):
+            learning.learn(t, exp, self.select)
+            learning.evaluate_all(t + 1, exp.name)
+        return learning.result()
 
     def select(self, run: Run, t: int, exp: Experience, data, mask, meter, fit) -> None:
         """dm_nevis' per-task model selection (:mod:`cladapt.protocols.selection`): every trial
@@ -289,6 +168,157 @@ class ContinualProtocol:
             Record("selected_dev_error", cost, exp.name, exp.name),
         ]
         run.hook.cladapt_evaluated(run=run, records=records)
+
+
+class _Learning:
+    """One continual run's state: the accuracy matrix ``R`` (row 0 before any training, row
+    ``t + 1`` after learning experience ``t``), FLOP counts, dm_nevis' top-5 errors, and the
+    largest number of trainable parameters."""
+
+    def __init__(self, run: Run) -> None:
+        cfg: ContinualConfig = run.params
+        self.run, self.cfg = run, cfg
+        experiences = run.stream.experiences
+        self.R = np.full((len(experiences) + 1, len(experiences)), np.nan)
+        self.masks = [class_mask(run, e) for e in experiences]
+        self.scored = evaluation_views(experiences, cfg.eval_split)
+        self.top5_errors: dict[str, float] = {}
+
+    def start(self) -> None:
+        """After the strategy's setup: its epoch cap, whether its training is measured."""
+        run, cfg = self.run, self.cfg
+        cap = getattr(run.strategy, "max_epochs", None)
+        self.epochs = min(cfg.epochs, cap) if cap is not None else cfg.epochs
+        self.iterations = cfg.iterations if cap is None else 0
+        self.flops = {"train_flops": 0.0, "inference_flops": 0.0}
+        # a strategy that trains outside the protocol's loop (Avalanche's) is not counted:
+        # its training FLOPs are "not measured", never 0
+        self.measured = getattr(run.strategy, "train_flops_measured", True)
+        if not self.measured:
+            del self.flops["train_flops"]
+        self.peak_trainable = run.trainable_parameters()
+
+    def evaluate_all(self, row: int, label: str) -> None:
+        run, cfg, R = self.run, self.cfg, self.R
+        if getattr(run.model, "head_stale", False):
+            # CLIP: recompute the prompt head once per evaluation, outside the FLOP sample
+            run.model.refresh_head()
+        meter = FlopMeter() if cfg.count_flops else None
+        accs = [
+            evaluate(run, e, self.masks[j], cfg.eval_batch_size, meter)
+            for j, e in enumerate(self.scored)
+        ]
+        R[row] = torch.stack(accs).cpu().numpy()  # one host sync per row
+        records = [
+            Record("accuracy", float(v), trained_upto=label, eval_experience=e.name)
+            for v, e in zip(R[row], run.stream.experiences, strict=True)
+        ]
+        if meter is not None:
+            self.flops["inference_flops"] += meter.total
+            records.append(Record("inference_flops", meter.total, trained_upto=label))
+        if row > 0:  # NEVIS-style: test error on a task right after learning it
+            records += self._after_learning(row, label)
+        run.hook.cladapt_evaluated(run=run, records=records)
+
+    def _after_learning(self, row: int, label: str) -> list[Record]:
+        exp = self.scored[row - 1]
+        error = 100.0 - self.R[row, row - 1]
+        records = [Record("error_after_learning", error, label, exp.name)]
+        if exp.classes is not None and len(exp.classes) > 5:  # dm_nevis' top-5
+            top5 = evaluate(self.run, exp, self.masks[row - 1], self.cfg.eval_batch_size, topk=5)
+            self.top5_errors[exp.name] = 100.0 - float(top5)
+            records.append(
+                Record("top5_error_after_learning", self.top5_errors[exp.name], label, exp.name)
+            )
+        return records
+
+    def learn(self, t: int, exp: Experience, select) -> None:
+        """Train on experience ``t`` (through ``select`` when the run searches per task)."""
+        run, cfg = self.run, self.cfg
+        run.experience, run.experience_index = exp, t
+        if hasattr(run.model, "set_task_classes"):  # CLIP: which prompts train this task
+            run.model.set_task_classes(exp.classes)
+        run.hook.cladapt_before_experience(run=run, experience=exp)
+        data = run.hook.cladapt_train_data(run=run, experience=exp) or exp.train
+        meter = FlopMeter() if cfg.count_flops else None
+        if (cfg.search_trials or cfg.lr_grid) and exp.dev is not None and run.optimizer:
+            select(run, t, exp, data, self.masks[t], meter, self.fit)
+        else:
+            self.fit(data, self.masks[t], meter, f"train {exp.name}")
+        self.peak_trainable = max(self.peak_trainable, run.trainable_parameters())
+        run.hook.cladapt_after_experience(run=run, experience=exp)
+        if meter is not None and self.measured:
+            self.flops["train_flops"] += meter.total
+            run.hook.cladapt_evaluated(
+                run=run, records=[Record("train_flops", meter.total, exp.name, exp.name)]
+            )
+
+    def fit(
+        self,
+        data,
+        mask,
+        meter: FlopMeter | None,
+        label: str,
+        validate: Callable[[], None] | None = None,
+    ) -> None:
+        """Train ``steps`` steps; with ``validate``: call it after the first step, every
+        ``validate_every`` steps (0: every epoch) and after the last (dm_nevis)."""
+        run, cfg = self.run, self.cfg
+        steps = steps_per_experience(cfg, data, self.epochs, self.iterations)
+        run.state["steps_this_experience"] = steps  # for per-task schedules
+        if steps == 0:
+            return
+        every = cfg.validate_every or num_batches(data, cfg.batch_size)
+        run.model.train()
+        batches = self._batches(data, mask, steps)
+        for step, batch in enumerate(run.progress.track(batches, steps, label)):
+            train_step(run, batch, cfg.check_every, meter)
+            if validate is not None and step % every == 0 and step < steps - 1:
+                validate()
+                run.model.train()
+        check_finite(run, parameters=True)
+        if validate is not None:
+            validate()
+
+    def _batches(self, data, mask, steps: int) -> Iterator[Batch]:
+        """``steps`` shuffled batches, epoch after epoch (``run.state['epoch']`` counts them)."""
+        run, batch_size = self.run, self.cfg.batch_size
+        epoch, done = 0, 0
+        while done < steps:
+            epoch += 1
+            run.state["epoch"] = epoch
+            for x, y in iterate(
+                data, batch_size, run.device, shuffle=True, generator=run.generator
+            ):
+                yield Batch(x=x, y=y, class_mask=mask)
+                done += 1
+                if done == steps:
+                    return
+
+    def result(self) -> ProtocolResult:
+        """Average accuracy, forgetting, BWT/FWT; MTIL's Transfer / Avg / Last on a prompted
+        (zero-shot capable) stream (Zheng et al. 2023); NEVIS' error after learning; cost."""
+        run, stream, R = self.run, self.run.stream, self.R
+        sizes = [len(e.test) if e.test is not None else 0 for e in self.scored]
+        headline = metrics.continual_summary(R, sizes)
+        tables = {"accuracy_matrix": R, "names": [e.name for e in stream.experiences]}
+        if stream.prompts is not None:
+            headline |= metrics.mtil_summary(R)
+            tables["per_task"] = metrics.mtil_per_task(R)
+            run.hook.cladapt_evaluated(
+                run=run,
+                records=[
+                    Record(label.lower(), float(v), "final", e.name)
+                    for label, row in tables["per_task"].items()
+                    for v, e in zip(row, stream.experiences, strict=True)
+                    if not np.isnan(v)
+                ],
+            )
+        headline |= metrics.nevis_summary(R, sizes, self.top5_errors)
+        headline["peak_trainable_params"] = float(self.peak_trainable)
+        if self.cfg.count_flops:
+            headline |= self.flops
+        return ProtocolResult(headline=headline, tables=tables)
 
 
 def evaluation_views(experiences: list[Experience], split: str) -> list[Experience]:
