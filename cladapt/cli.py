@@ -599,6 +599,54 @@ def _print_profile(results, df, elapsed: float, workers: int) -> None:
     )
 
 
+class _SweepDisplay:
+    """A sweep's progress bar (done / failed / running) and the failures to report at the end."""
+
+    def __init__(self, label) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.label = label
+        self.counts = {"done": 0, "failed": 0, "running": 0}
+        self.failures: list[str] = []
+        self.progress = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+        )
+
+    def start(self, total: int) -> None:
+        self.task = self.progress.add_task("sweep", total=total)
+
+    def on_event(self, event: str, job, message: str) -> None:
+        counts = self.counts
+        if event == "retry":
+            err_console.print(
+                f"{self.label(job)}: its worker was lost; retried as {message}", highlight=False
+            )
+            return
+        if event == "start":
+            counts["running"] += 1
+        else:
+            counts["running"] -= 1
+            counts[event] += 1
+            self.progress.advance(self.task)
+            if event == "failed":
+                self.failures.append(f"{self.label(job)}: {message}")
+        self.progress.update(
+            self.task,
+            description=f"done {counts['done']}  failed {counts['failed']}  "
+            f"running {counts['running']}",
+        )
+
+
 def _exit_if_failed(failures: list[str]) -> None:
     """List the runs of a bench or sweep that failed (each already has an error row); exit 1."""
     for line in failures:
@@ -688,7 +736,6 @@ def sweep(
     plugins,
 ):
     """Run a grid of runs (streams x strategies x seeds) on Ray; finished runs are skipped."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from cladapt.results import check_results_path
     from cladapt.runner import RunSpec
@@ -734,39 +781,12 @@ def sweep(
             "(pip install 'cladapt\\[ray]' for parallel runs)",
             highlight=False,
         )
-    counts = {"done": 0, "failed": 0, "running": 0}
-    failures: list[str] = []
-    columns = (
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err_console) as progress:
-        task = progress.add_task("sweep", total=len(jobs))
-
-        def on_event(event, job, message):
-            if event == "retry":
-                err_console.print(
-                    f"{label(job)}: its worker was lost; retried as {message}", highlight=False
-                )
-                return
-            if event == "start":
-                counts["running"] += 1
-            else:
-                counts["running"] -= 1
-                counts[event] += 1
-                progress.advance(task)
-                if event == "failed":
-                    failures.append(f"{label(job)}: {message}")
-            progress.update(
-                task,
-                description=f"done {counts['done']}  failed {counts['failed']}  "
-                f"running {counts['running']}",
-            )
-
+    display = _SweepDisplay(label)
+    with display.progress:
+        display.start(len(jobs))
         resources = Resources(cpus=cpus_per_run, gpus=gpus_per_run, retries=retries)
-        used = run_sweep(jobs, on_event, backend, address, workers, resources)
+        used = run_sweep(jobs, display.on_event, backend, address, workers, resources)
+    counts = display.counts
     console.print(
         plain(
             f"{len(jobs)} runs ({used}), {counts['done']} done, {counts['failed']} failed, "
@@ -774,7 +794,7 @@ def sweep(
         ),
         highlight=False,
     )
-    _exit_if_failed(failures)
+    _exit_if_failed(display.failures)
 
 
 @main.command(name="new-plugin")

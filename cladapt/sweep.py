@@ -330,19 +330,8 @@ def run_on_ray(
     resources: Resources = Resources(),
 ) -> None:
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if not ray.is_initialized():
-        env = {k: v for k, v in os.environ.items() if k.startswith("CLADAPT_")}
-        kwargs: dict[str, Any] = {
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "runtime_env": {"env_vars": env} if env else None,
-        }
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
+    _init_ray(address, workers)
     out = Path(jobs[0].spec.out) if jobs and jobs[0].spec.out else None
     if out is None:
         raise ConfigError("a Ray sweep needs --out: the driver writes every run's rows there")
@@ -355,16 +344,7 @@ def run_on_ray(
     else:  # this machine's cores shared by the runs that fit at once
         cpus = int(ray.available_resources().get("CPU", 1))
         threads = max(1, (os.cpu_count() or 1) // max(1, min(cpus, len(jobs) or 1)))
-    relay = (
-        ray.remote(_Relay)
-        .options(
-            num_cpus=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(
-                ray.get_runtime_context().get_node_id(), soft=False
-            ),
-        )
-        .remote()
-    )
+    relay = _driver_relay()
     channel = RelayChannel(relay)
     task = ray.remote(run_job).options(
         num_cpus=resources.cpus,
@@ -372,7 +352,6 @@ def run_on_ray(
         max_retries=resources.retries,
         retry_exceptions=False,
     )
-    by_key = {job.key: job for job in jobs}
     ledger = Ledger(out, {job.key: job.spec for job in jobs})
     pending = {}
     for job in jobs:
@@ -380,44 +359,98 @@ def run_on_ray(
         if gpus and spec.device == "auto":
             spec = replace(spec, device="cuda")
         pending[task.remote(spec, job.key, channel, threads)] = job
+    _RayCollector(relay, ledger, {job.key: job for job in jobs}, on_event).wait(pending)
 
-    def drain() -> None:
-        for kind, key, run_id, rows in ray.get(relay.drain.remote()):
-            if ledger.receive(kind, key, run_id, rows):
-                on_event("retry", by_key[key], f"run {run_id}")
+
+def _init_ray(address: str | None, workers: int | None) -> None:
+    """Join the cluster at ``address``, or start a local one with ``workers`` CPUs; the
+    ``CLADAPT_*`` environment (the cache folder) travels to every worker."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: v for k, v in os.environ.items() if k.startswith("CLADAPT_")}
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "runtime_env": {"env_vars": env} if env else None,
+    }
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
+
+
+def _driver_relay():
+    """A relay actor pinned to the driver's node: workers send their rows there."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    return (
+        ray.remote(_Relay)
+        .options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+        .remote()
+    )
+
+
+@dataclass
+class _RayCollector:
+    """Waits for the sweep's tasks, hands the rows the relay holds to the ledger, and reports
+    each run's start, retry, end or failure; on Ctrl-C cancels what is left and closes it."""
+
+    relay: Any
+    ledger: Ledger
+    by_key: dict[str, SweepJob]
+    on_event: Callback
+
+    def drain(self) -> None:
+        import ray
+
+        for kind, key, run_id, rows in ray.get(self.relay.drain.remote()):
+            if self.ledger.receive(kind, key, run_id, rows):
+                self.on_event("retry", self.by_key[key], f"run {run_id}")
             elif kind == "started":
-                on_event("start", by_key[key], "")
+                self.on_event("start", self.by_key[key], "")
 
-    try:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.25)
-            results = {}
-            for ref in ready:
-                try:
-                    results[ref] = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - lost more often than it may be retried
-                    results[ref] = (False, f"{type(exc).__name__}: {exc}".splitlines()[0])
-            drain()  # after the results: a finished task's rows are all in the relay by now
-            for ref, (ok, msg) in results.items():
-                job = pending.pop(ref)
-                if not ok:
-                    ledger.close_key(job.key, f"incomplete: {msg}")
-                if job.key not in ledger.attempts:  # never started anywhere
-                    on_event("start", job, "")
-                on_event("done" if ok else "failed", job, msg)
-    except KeyboardInterrupt:
-        from cladapt.terminal import interruption_handled
+    def wait(self, pending: dict[Any, SweepJob]) -> None:
+        import ray
 
-        interruption_handled()  # cleanup below: later signals wait
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        drain()
-        for job in pending.values():
-            ledger.close_key(job.key, "interrupted: the sweep was cancelled (Ctrl-C)")
-        raise
-    finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        try:
+            while pending:
+                self._collect(pending)
+        except KeyboardInterrupt:
+            from cladapt.terminal import interruption_handled
+
+            interruption_handled()  # cleanup below: later signals wait
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            self.drain()
+            for job in pending.values():
+                self.ledger.close_key(job.key, "interrupted: the sweep was cancelled (Ctrl-C)")
+            raise
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+
+    def _collect(self, pending: dict[Any, SweepJob]) -> None:
+        import ray
+
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.25)
+        results = {}
+        for ref in ready:
+            try:
+                results[ref] = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - lost more often than it may be retried
+                results[ref] = (False, f"{type(exc).__name__}: {exc}".splitlines()[0])
+        self.drain()  # after the results: a finished task's rows are all in the relay by now
+        for ref, (ok, msg) in results.items():
+            job = pending.pop(ref)
+            if not ok:
+                self.ledger.close_key(job.key, f"incomplete: {msg}")
+            if job.key not in self.ledger.attempts:  # never started anywhere
+                self.on_event("start", job, "")
+            self.on_event("done" if ok else "failed", job, msg)
 
 
 def _check_fits(nodes: list[dict], cpus: float, gpus: float) -> None:
