@@ -14,7 +14,13 @@ from rich.table import Table
 
 from cladapt import __version__
 from cladapt.config import field_help, parse_assignments
-from cladapt.errors import CladaptError, ConfigError, DataError, exception_text
+from cladapt.errors import (
+    CladaptError,
+    ConfigError,
+    DataError,
+    UnknownNameError,
+    exception_text,
+)
 from cladapt.terminal import (
     clean,
     exit_code,
@@ -320,26 +326,125 @@ def list_(what: str, plugins: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("strategy")
+@click.argument("name")
+@click.option(
+    "--stream",
+    "-s",
+    default=None,
+    help="the values a run of the strategy on this stream would use, and where each comes from",
+)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="as `cladapt run --set`")
+@click.option("--with", "regularizers", multiple=True, metavar="REGULARIZER", help="as `run`")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
 @plugin_option
-def describe(strategy: str, plugins: tuple[str, ...]) -> None:
-    """Show a strategy's hyper-parameters (what --set accepts) and its protocols' parameters."""
-    from cladapt.protocols import PROTOCOLS
-
+def describe(name, stream, sets, regularizers, data_root, plugins) -> None:
+    """Show a strategy's hyper-parameters (what --set accepts), with --stream the values a run
+    would use and where each comes from; or a stream's definition."""
     catalog = _catalog(plugins)
-    entry = catalog.strategies.get(strategy)
+    if name not in catalog.strategies and name not in catalog.streams:
+        known = [e.name for e in catalog.strategies] + [e.name for e in catalog.streams]
+        raise UnknownNameError("strategy or stream", name, known)
+    if stream is None and name in catalog.streams and name not in catalog.strategies:
+        _describe_stream(catalog, name, data_root)
+        return
+    entry = catalog.strategies.get(name)
     console.print(
         plain(entry.name, style="bold") + plain(f": {(entry.factory.__doc__ or '').strip()}\n"),
         highlight=False,
     )
+    if stream is not None:
+        _describe_planned(catalog, name, stream, sets, regularizers, data_root)
+        return
+    from cladapt.protocols import PROTOCOLS
+
     groups = [(f"strategy {entry.name}", entry.factory.Config)]
     groups += [(f"protocol {p}", PROTOCOLS[p].Config) for p in entry.protocols]
+    groups += [  # regularisers the strategy composes itself (lwf, ewc)
+        (f"regularizer {r}", catalog.strategies.regularizers.get(r).factory.Config)
+        for r in entry.factory.regularizers
+    ]
     for title, cls in groups:
         t = Table(title=plain(title), title_justify="left")
         for col in ("parameter", "type", "default", "range", "help"):
             t.add_column(col)
-        for name, typ, default, valid, help_ in field_help(cls):
-            t.add_row(plain(name), plain(typ), plain(repr(default)), plain(valid), plain(help_))
+        for field_name, typ, default, valid, help_ in field_help(cls):
+            t.add_row(
+                plain(field_name), plain(typ), plain(repr(default)), plain(valid), plain(help_)
+            )
+        console.print(t)
+
+
+def _describe_planned(catalog, strategy, stream, sets, regularizers, data_root) -> None:
+    from cladapt.planning import RunSpec, effective_values, plan
+
+    spec = RunSpec(
+        stream=stream,
+        strategy=strategy,
+        sets=parse_assignments(sets),
+        out=None,
+        data_root=data_root,
+        regularizers=tuple(regularizers),
+    )
+    planned = plan(spec, catalog)
+    t = Table(
+        title=plain(f"{planned.strategy_label} on {stream}: the values a run would use"),
+        title_justify="left",
+    )
+    for col in ("configuration", "parameter", "value", "from"):
+        t.add_column(col)
+    for group, key, value, source in effective_values(planned):
+        t.add_row(plain(group), plain(key), plain(repr(value)), plain(source))
+    console.print(t)
+    console.print(
+        plain(f"setting {planned.setting}, model {planned.model_label}, device {planned.device}"),
+        highlight=False,
+    )
+
+
+def _describe_stream(catalog, name: str, data_root: str | None) -> None:
+    """A stream's definition: protocol, settings, size, defaults and the claims it checks."""
+    from cladapt.leaderboard.claims import claims_of
+
+    entry = catalog.streams.get(name)
+    offline = "embedded: runs offline" if entry.extra.get("embedded") else "reads --data-root"
+    console.print(
+        plain(entry.name, style="bold")
+        + plain(f" ({entry.protocols[0]} protocol, {offline}): {entry.description}"),
+        highlight=False,
+    )
+    try:
+        built = entry.factory(data_root=data_root, seed=0)
+    except DataError as exc:
+        console.print(plain(f"not built here: {exception_text(exc)}"), highlight=False)
+        built = None
+    if built is not None:
+        shape = "x".join(str(n) for n in built.input_shape)
+        console.print(
+            plain(
+                f"{built.num_classes} classes, images {shape}, settings: "
+                f"{', '.join(built.settings) or 'default'}; defaults: "
+                f"{', '.join(f'{k}={v!r}' for k, v in built.defaults.items()) or 'none'}"
+            ),
+            highlight=False,
+        )
+        t = Table(title="experiences", title_justify="left")
+        for col in ("name", "kind", "train", "unlabelled", "test"):
+            t.add_column(col)
+        rows = [built.source] if built.source is not None else []
+        for exp in rows + list(built.experiences):
+            sizes = [len(d) if d is not None else "" for d in (exp.train, exp.unlabelled, exp.test)]
+            label = f"{exp.name} (source)" if exp is built.source else exp.name
+            t.add_row(plain(label), plain(exp.kind), *(plain(str(n)) for n in sizes))
+        console.print(t)
+    claims = [c for c in claims_of(catalog) if c.stream == name]
+    if claims:
+        t = Table(title="published claims this stream is a miniature of", title_justify="left")
+        for col in ("paper", "claim", "checked as"):
+            t.add_column(col, overflow="fold")
+        for c in claims:
+            t.add_row(
+                plain(c.paper), plain(c.claim), plain(f"{c.a} {c.relation} {c.b} ({c.metric})")
+            )
         console.print(t)
 
 

@@ -113,6 +113,37 @@ class RunPlan:
         ]
 
 
+def effective_values(planned: RunPlan) -> list[tuple[str, str, Any, str]]:
+    """(group, parameter, value, where the value comes from) of every configuration the run
+    uses: ``default``, ``stream <name>`` (its definition's defaults) or ``--set``. A ``--set`` key
+    goes to the first configuration that declares it (stream options, the protocol, the
+    strategy, the regularisers: the routing of :func:`cladapt.config.split_values`)."""
+    layered, stream = planned.layered, planned.stream
+    groups = [
+        (f"protocol {layered.protocol_cls.name}", layered.protocol),
+        (f"strategy {layered.strategy_entry.name}", layered.strategy),
+    ]
+    groups += [
+        (f"regularizer {name}", cfg)
+        for name, cfg in zip(layered.reg_names, layered.regularizers, strict=True)
+    ]
+    given = set(planned.spec.sets)
+    claimed = {f.name for f in dataclasses.fields(StreamOptions)} & given
+    rows = [("stream options", k, planned.spec.sets[k], "--set") for k in sorted(claimed)]
+    for title, cfg in groups:
+        from_stream = _stream_defaults(stream, type(cfg))
+        for f in dataclasses.fields(cfg):
+            if f.name in given and f.name not in claimed:
+                source = "--set"
+            elif f.name in from_stream:
+                source = f"stream {stream.name}"
+            else:
+                source = "default"
+            rows.append((title, f.name, getattr(cfg, f.name), source))
+        claimed |= {f.name for f in dataclasses.fields(cfg)} & given
+    return rows
+
+
 def plan(spec: RunSpec, catalog: Catalog) -> RunPlan:
     """Resolve, layer and check ``spec``. The stream is built (its definition carries defaults
     the configurations need) under the run's seed, so that a builder drawing from the global

@@ -141,3 +141,30 @@ def test_the_plan_is_what_the_run_records():
         json.dumps(planned.params, default=str)
     )
     assert recorded["config"] == "lr=0.002"
+
+
+def test_describe_on_a_stream_says_where_each_value_comes_from(cli):
+    res = cli.invoke(main, ["describe", "finetune", "--stream", "mtil-mini", "--set", "lr=1e-4"])
+    assert res.exit_code == 0, res.output
+    rows = {
+        cells[1]: (cells[2], cells[3])
+        for line in res.output.splitlines()
+        if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 4
+    }
+    assert rows["lr"] == ("0.0001", "--set")
+    assert rows["optimizer"] == ("'adamw'", "stream mtil-mini")  # the stream's recipe
+    assert rows["check_every"] == ("25", "default")
+    # a regulariser a strategy composes shows its own knobs
+    res = cli.invoke(main, ["describe", "lwf"])
+    assert res.exit_code == 0 and "regularizer lwf" in res.output and "lwf_alpha" in res.output
+
+
+def test_describe_a_stream_shows_its_size_defaults_and_claims(cli):
+    res = cli.invoke(main, ["describe", "digits-uda"])
+    assert res.exit_code == 0, res.output
+    for fragment in ("uda protocol", "clean (source)", "digits-m", "1257", "iterations=1500"):
+        assert fragment in res.output, fragment
+    assert "Ganin et al." in res.output  # the published claims it is a miniature of
+    res = cli.invoke(main, ["describe", "cifar10-c"])  # no data here: said in one line, rc 0
+    assert res.exit_code == 0 and "pass --data-root" in res.output
+    _one_line_error(cli.invoke(main, ["describe", "digits-uda-x"]), "strategy or stream")
