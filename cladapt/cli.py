@@ -176,7 +176,7 @@ def _catalog(plugins: tuple[str, ...]):
     "--dry-run",
     is_flag=True,
     help="print the run's plan (stream, strategy, model and weights, seed, device, every "
-    "effective value it would record) and stop: nothing is trained or written",
+    "effective value it would record) and stop: nothing is trained, no row is written",
 )
 @click.option(
     "--threads",

@@ -2,7 +2,8 @@
 :class:`RunSpec`) into a :class:`RunPlan` — the resolved registry entries, the stream, every
 configuration layered (defaults < stream defaults < ``--set``), the setting, device, model and
 weights, the labels the results will carry and what ``params_json`` records — and makes every
-check that can fail before work starts. Nothing is trained, loaded into a model or written."""
+check that can fail before work starts. Nothing is trained or loaded into a model, and no row is
+written (the results folder is created if missing, to test that it is writable)."""
 
 from __future__ import annotations
 
