@@ -283,6 +283,15 @@ def _print_outcome(outcome, out: Path) -> None:
             t.add_column(plain(n), justify="right")
         t.add_row(*(f"{v:.1f}" for v in tables["errors"].values()))
         console.print(t)
+    if "target_accuracy" in tables:  # UDA: one row per source -> target pair, as tllib prints
+        source = run.stream.source.name if run.stream.source is not None else "source"
+        t = Table(title="accuracy (%) per pair", title_justify="left")
+        for col in ("pair", "target", f"source ({source})"):
+            t.add_column(plain(col), justify="right" if col != "pair" else "left")
+        for target, acc in tables["target_accuracy"].items():
+            src = tables.get("source_accuracy", {}).get(target, float("nan"))
+            t.add_row(plain(f"{source} -> {target}"), f"{acc:.1f}", f"{src:.1f}")
+        console.print(t)
     where = f"{run.protocol}, {run.setting}, seed {run.seed}"
     title = f"{run.strategy.name} on {run.stream.name} ({where})"
     t = Table(title=plain(title), title_justify="left")
@@ -320,9 +329,22 @@ def list_(what: str, plugins: tuple[str, ...]) -> None:
             cells.append(plain(", ".join(e.protocols)))
         if what == "streams":
             cells.append(plain("yes" if e.extra.get("embedded") else "needs --data-root"))
-        cells += [plain(e.description), plain(e.origin)]
+        description = listed_description(e) if what == "strategies" else e.description
+        cells += [plain(description), plain(e.origin)]
         t.add_row(*cells)
     console.print(t)
+
+
+def listed_description(entry) -> str:
+    """A strategy's one-sentence description, and the packages it needs beyond cladapt's own
+    (installed or not) for strategies that declare ``requires`` (Avalanche's)."""
+    needs = getattr(entry.factory, "requires", ())
+    if not needs:
+        return entry.description
+    state = (
+        "not installed: an optional extra" if missing_requirements(entry.factory) else "installed"
+    )
+    return f"{entry.description} Needs {', '.join(needs)} ({state})."
 
 
 @main.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -68,7 +69,12 @@ class Registry(Generic[T]):
 
 
 def _first_line(doc: str | None) -> str:
-    return (doc or "").strip().splitlines()[0].strip() if (doc or "").strip() else ""
+    """The first sentence of a docstring's first paragraph, whole (it may span lines); a
+    period after "et al", "e.g" or "i.e" does not end it."""
+    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
+    return re.split(r"(?<! al)(?<!e\.g)(?<!i\.e)\.\s+(?=[A-Z])", paragraph, maxsplit=1)[0].rstrip(
+        "."
+    ) + ("." if paragraph else "")
 
 
 class RegularizerRegistry(Registry):

@@ -168,3 +168,34 @@ def test_describe_a_stream_shows_its_size_defaults_and_claims(cli):
     res = cli.invoke(main, ["describe", "cifar10-c"])  # no data here: said in one line, rc 0
     assert res.exit_code == 0 and "pass --data-root" in res.output
     _one_line_error(cli.invoke(main, ["describe", "digits-uda-x"]), "strategy or stream")
+
+
+def test_strategy_descriptions_are_whole_sentences_and_name_what_they_need():
+    from cladapt.cli import listed_description
+    from cladapt.manager import load_catalog
+    from cladapt.registry import _first_line
+
+    doc = """EATA: entropy minimisation on reliable, non-redundant samples with a Fisher
+    anti-forgetting penalty (Niu et al. 2022). Second sentence.
+
+    Details."""
+    assert _first_line(doc) == (
+        "EATA: entropy minimisation on reliable, non-redundant samples with a Fisher "
+        "anti-forgetting penalty (Niu et al. 2022)."
+    )
+    assert _first_line("LAME (Boudiaf et al. CVPR 2022): output-only. More.") == (
+        "LAME (Boudiaf et al. CVPR 2022): output-only."
+    )
+    catalog = load_catalog()
+    for entry in catalog.strategies:
+        assert entry.description.endswith((".", ")")), entry.description  # never cut mid-way
+    avl = [e for e in catalog.strategies if e.name.startswith("avl-")]
+    assert avl and all("Needs avalanche" in listed_description(e) for e in avl)
+    assert "Needs" not in listed_description(catalog.strategies.get("finetune"))
+
+
+def test_a_uda_run_prints_each_pair(cli, tmp_path):
+    args = ["run", "-s", "digits-uda", "-a", "source-only", "--set", "iterations=30", "-q"]
+    res = cli.invoke(main, [*args, "--out", str(tmp_path / "r.csv")])
+    assert res.exit_code == 0, res.output
+    assert "clean -> digits-m" in res.output and "clean -> gaussian_noise" in res.output

@@ -282,3 +282,18 @@ def test_the_site_header_names_the_suite_the_rows_cover(catalog):
     assert describe(df[df.run_id != "r0"], catalog)["suite"].startswith("a selection")
     plain = df.assign(model="small-cnn")
     assert describe(plain, catalog)["suite"].startswith("a selection")
+
+
+def test_the_committed_leaderboard_has_one_run_per_configuration_and_seed():
+    """Two runs of one configuration and seed would be averaged as if they were two seeds."""
+    from pathlib import Path
+
+    from cladapt.leaderboard.aggregate import params_of
+    from cladapt.results import read_results
+
+    path = Path(__file__).resolve().parent.parent / "leaderboard" / "results.csv"
+    runs = read_results(path)
+    runs = runs[runs.row_type == "summary"].drop_duplicates("run_id")
+    config = [params_of(p).get("config", "") for p in runs.params_json]
+    keys = runs.assign(config=config)[["stream", "strategy", "config", "model", "setting", "seed"]]
+    assert not keys.duplicated().any(), keys[keys.duplicated(keep=False)]

@@ -112,7 +112,8 @@ class UDAProtocol:
         }
         if oracle:
             headline["oracle"] = 1.0
-        return ProtocolResult(headline=headline, tables={"target_accuracy": target_acc})
+        tables = {"target_accuracy": target_acc, "source_accuracy": source_acc}
+        return ProtocolResult(headline=headline, tables=tables)
 
     @staticmethod
     def schedule(cfg: UDAConfig, source_train) -> tuple[int, int]:
