@@ -434,8 +434,10 @@ def _describe_stream(catalog, name: str, data_root: str | None) -> None:
         + plain(f" ({entry.protocols[0]} protocol, {offline}): {entry.description}"),
         highlight=False,
     )
+    from cladapt.planning import RunSpec, build_stream
+
     try:
-        built = entry.factory(data_root=data_root, seed=0)
+        built = build_stream(RunSpec(name, "", data_root=data_root, out=None), entry, {}, catalog)
     except DataError as exc:
         console.print(plain(f"not built here: {exception_text(exc)}"), highlight=False)
         built = None

@@ -66,6 +66,10 @@ class Layered:
     strategy: Any
     regularizers: list[Any]
     config: str
+    # the --set values as routed: stream options, then one dict per config (protocol, strategy,
+    # regularisers), each key to the first config that declares it
+    stream_values: dict[str, Any]
+    given: list[dict[str, Any]]
 
 
 @dataclass
@@ -116,32 +120,23 @@ class RunPlan:
 
 def effective_values(planned: RunPlan) -> list[tuple[str, str, Any, str]]:
     """(group, parameter, value, where the value comes from) of every configuration the run
-    uses: ``default``, ``stream <name>`` (its definition's defaults) or ``--set``. A ``--set`` key
-    goes to the first configuration that declares it (stream options, the protocol, the
-    strategy, the regularisers: the routing of :func:`cladapt.config.split_values`)."""
+    uses: ``default``, ``stream <name>`` (its definition's defaults) or ``--set`` (routed as
+    :func:`layer` routed it)."""
     layered, stream = planned.layered, planned.stream
-    groups = [
-        (f"protocol {layered.protocol_cls.name}", layered.protocol),
-        (f"strategy {layered.strategy_entry.name}", layered.strategy),
-    ]
-    groups += [
-        (f"regularizer {name}", cfg)
-        for name, cfg in zip(layered.reg_names, layered.regularizers, strict=True)
-    ]
-    given = set(planned.spec.sets)
-    claimed = {f.name for f in dataclasses.fields(StreamOptions)} & given
-    rows = [("stream options", k, planned.spec.sets[k], "--set") for k in sorted(claimed)]
-    for title, cfg in groups:
+    titles = [f"protocol {layered.protocol_cls.name}", f"strategy {layered.strategy_entry.name}"]
+    titles += [f"regularizer {name}" for name in layered.reg_names]
+    configs = [layered.protocol, layered.strategy, *layered.regularizers]
+    rows = [("stream options", k, v, "--set") for k, v in sorted(layered.stream_values.items())]
+    for title, cfg, given in zip(titles, configs, layered.given, strict=True):
         from_stream = _stream_defaults(stream, type(cfg))
         for f in dataclasses.fields(cfg):
-            if f.name in given and f.name not in claimed:
+            if f.name in given:
                 source = "--set"
             elif f.name in from_stream:
                 source = f"stream {stream.name}"
             else:
                 source = "default"
             rows.append((title, f.name, getattr(cfg, f.name), source))
-        claimed |= {f.name for f in dataclasses.fields(cfg)} & given
     return rows
 
 
@@ -228,7 +223,7 @@ def layer(spec: RunSpec, catalog: Catalog) -> Layered:
     classes = [protocol_cls.Config, strategy_entry.factory.Config]
     classes += [e.factory.Config for e in reg_entries]
     stream_values, *values = split_values(spec.sets, StreamOptions, *classes)
-    stream = _build_stream(spec, stream_entry, stream_values, catalog)
+    stream = build_stream(spec, stream_entry, stream_values, catalog)
     # the stream's recipe (e.g. MTIL's AdamW at 1e-5, epochs for its size) sits between the
     # defaults and --set
     configs, differs = [], dict(_differing_options(stream_values))
@@ -250,10 +245,14 @@ def layer(spec: RunSpec, catalog: Catalog) -> Layered:
         strategy=strategy_cfg,
         regularizers=reg_cfgs,
         config=", ".join(f"{k}={norm_value(v)}" for k, v in sorted(differs.items())),
+        stream_values=stream_values,
+        given=values,
     )
 
 
-def _build_stream(spec: RunSpec, entry, stream_values: dict[str, Any], catalog: Catalog):
+def build_stream(spec: RunSpec, entry, stream_values: dict[str, Any], catalog: Catalog):
+    """Build ``entry``'s stream for ``spec`` (data root, seed, download, its ``--set`` options)
+    and check it: its name, its image shapes, a test set in every experience."""
     # only builders that read torchvision datasets take `download`
     extra = {"download": True} if spec.download else {}
     extra |= _stream_options(entry, stream_values, catalog)

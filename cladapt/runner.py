@@ -31,12 +31,9 @@ from cladapt.manager import Catalog, load_catalog, run_manager
 from cladapt.models.checkpoints import load_into, weights_digest
 from cladapt.models.factory import Normalized, create_model
 from cladapt.models.source import get_source_model
-from cladapt.planning import (  # noqa: F401  (re-exported: the runner is the public entry point)
-    DEFAULT_OUT,
-    Layered,
+from cladapt.planning import (  # noqa: F401  (RunSpec, model_label: the runner's public names)
     RunPlan,
     RunSpec,
-    layer,
     model_label,
     plan,
 )
