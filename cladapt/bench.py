@@ -58,7 +58,9 @@ def parse_pair(entry: str) -> tuple[str, bool]:
     return name, suffix == "pretrained"
 
 
-def suite_jobs(catalog, suite: str, seeds: int, only=(), streams=(), skip=()) -> list[Job]:
+def suite_jobs(
+    catalog, suite: str, seeds: int | list[int], only=(), streams=(), skip=()
+) -> list[Job]:
     """The runs of a suite. ``quick``: each embedded stream's ``quick_strategies`` (the seed
     systems and the baselines each is judged against). ``full``: every strategy on every
     embedded stream in the bench, plus the quick suite's pre-trained variants; ``full-all``:
@@ -85,7 +87,7 @@ def suite_jobs(catalog, suite: str, seeds: int, only=(), streams=(), skip=()) ->
             Job(stream.name, name, seed, pretrained)
             for name, pretrained in dict.fromkeys(pairs)
             if (not only or name in only) and name not in skip
-            for seed in range(seeds)
+            for seed in (range(seeds) if isinstance(seeds, int) else seeds)
         ]
     return jobs
 

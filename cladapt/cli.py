@@ -582,6 +582,67 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
     )
 
 
+def _names(values: str | tuple[str, ...]) -> list[str]:
+    """Names from repeated options, each of which may be a comma-separated list."""
+    values = (values,) if isinstance(values, str) else values
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+SEEDS_HELP = "N: the N seeds 0..N-1; a,b,c: those seeds (one seed: '5,'); a..b: a to b inclusive"
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """The seeds a ``--seeds`` value names, the same way in ``bench`` and ``sweep``."""
+    text = spec.strip()
+    try:
+        if ".." in text:
+            lo, hi = (int(v) for v in text.split(".."))
+            seeds = list(range(lo, hi + 1))
+        elif "," in text:
+            seeds = [int(v) for v in _names(text)]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        seeds = []
+    if not seeds or any(not 0 <= s < 2**32 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise CladaptError(
+            f"--seeds {spec!r}: give N (seeds 0..N-1, N >= 1), a list 'a,b,c' or a range 'a..b' "
+            "of distinct seeds in 0 .. 2^32-1"
+        )
+    return seeds
+
+
+def selection_options(required: bool):
+    """``--stream``, ``--strategy`` and ``--seeds``, spelled and read the same in every command
+    that runs a grid (``bench`` restricts its suite with them, ``sweep`` builds its grid)."""
+    role = "run on" if required else "restrict to"
+
+    def decorate(f):
+        f = click.option("--seeds", "seeds", default=None, metavar="SEEDS", help=SEEDS_HELP)(f)
+        f = click.option(
+            "--strategy",
+            "--strategies",
+            "--only",
+            "strategies",
+            multiple=True,
+            required=required,
+            metavar="NAMES",
+            help=f"strategies to {role} (repeat or comma-separate)",
+        )(f)
+        return click.option(
+            "--stream",
+            "--streams",
+            "-s",
+            "streams",
+            multiple=True,
+            required=required,
+            metavar="NAMES",
+            help=f"streams to {role} (repeat or comma-separate)",
+        )(f)
+
+    return decorate
+
+
 @main.command()
 @click.option(
     "--full",
@@ -595,12 +656,6 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
     default="embedded",
     show_default=True,
     help="with --full: embedded = the bench's streams; embedded-all = every embedded stream",
-)
-@click.option(
-    "--seeds",
-    default=None,
-    type=click.IntRange(1),
-    help="seeds 0..N-1 per pair (default: 1 for the quick suite, 3 with --full)",
 )
 @click.option(
     "--out",
@@ -620,19 +675,16 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
     help="parallel worker processes (default: one per usable CPU core; on CUDA as many per GPU "
     "as its free memory holds at the largest measured run peak, at most one per core)",
 )
-@click.option(
-    "--only", "only", multiple=True, metavar="STRATEGY", help="restrict to these strategies"
-)
-@click.option(
-    "--stream", "streams", multiple=True, metavar="STREAM", help="restrict to these streams"
-)
+@selection_options(required=False)
 @click.option(
     "--profile",
     is_flag=True,
     help="print the time per (stream, strategy): worker seconds and recorded wall_time_s",
 )
 @plugin_option
-def bench(full, suite, seeds, out, site, append, device, workers, only, streams, profile, plugins):
+def bench(
+    full, suite, out, site, append, device, workers, streams, strategies, seeds, profile, plugins
+):
     """Run the benchmark suite on the embedded streams, then build the site. Default: the quick
     suite (the seed systems and their baselines, 1 seed); --full: every strategy, 3 seeds."""
     from cladapt.bench import default_workers, measured_wall_times, order_jobs, run_jobs, suite_jobs
@@ -643,6 +695,8 @@ def bench(full, suite, seeds, out, site, append, device, workers, only, streams,
     if is_sink(out):  # the bench summarises its rows: a sink would run everything for nothing
         raise ConfigError(f"bench needs a results file to summarise; --out {out} keeps no rows")
     catalog = _catalog(plugins)
+    only, streams = _names(strategies), _names(streams)
+    seed_list = parse_seeds(seeds or ("3" if full else "1"))
     for name in only:
         catalog.strategies.get(name)  # unknown names fail here, with a suggestion
     for name in streams:
@@ -653,14 +707,16 @@ def bench(full, suite, seeds, out, site, append, device, workers, only, streams,
         if (missing := missing_requirements(s.factory))
     }
     name = "quick" if not full else ("full" if suite == "embedded" else "full-all")
-    seeds = seeds or (3 if full else 1)
-    jobs = suite_jobs(catalog, name, seeds, only, streams, skip=set(unavailable))
+    jobs = suite_jobs(catalog, name, seed_list, only, streams, skip=set(unavailable))
     for name, missing in unavailable.items():
         if full or name in only:
             err_console.print(plain(f"skipping {name}: needs {missing} (optional extra)"))
     if not jobs:
-        raise ConfigError("no runs in this selection (--stream / --only / --full)")
+        raise ConfigError("no runs in this selection (--stream / --strategy / --full)")
     check_results_path(out)  # never delete or append to a file that is not a results CSV
+    err_console.print(
+        plain(f"{len(jobs)} runs, seeds {', '.join(map(str, seed_list))}"), highlight=False
+    )
     protocol_of = {j: catalog.streams.get(j.stream).protocols[0] for j in jobs}
     jobs = order_jobs(jobs, measured_wall_times(out) if out.exists() else {}, protocol_of)
     workers = workers or default_workers(device, out)  # before --out is replaced: its peaks
@@ -791,14 +847,8 @@ def missing_requirements(strategy_cls) -> list[str]:
     return [m for m in getattr(strategy_cls, "requires", ()) if importlib.util.find_spec(m) is None]
 
 
-def _names(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
 @main.command()
-@click.option("--streams", required=True, help="comma-separated stream names")
-@click.option("--strategies", required=True, help="comma-separated strategy names")
-@click.option("--seeds", default="0", show_default=True, help="comma-separated seeds")
+@selection_options(required=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="parameters for every run")
 @click.option("--model", default=None, help="model for every run (default: each stream's)")
 @click.option("--setting", default=None, help="protocol setting for every run")
@@ -873,18 +923,11 @@ def sweep(
 
     catalog = _catalog(plugins)
     stream_names, strategy_names = _names(streams), _names(strategies)
+    seed_list = parse_seeds(seeds or "1")
     for name in stream_names:
         catalog.streams.get(name)  # unknown names fail before anything runs
     for name in strategy_names:
         catalog.strategies.get(name)
-    try:
-        seed_list = [int(s) for s in _names(seeds)]
-        if any(not 0 <= s < 2**32 for s in seed_list):
-            raise ValueError
-    except ValueError:
-        raise CladaptError(
-            f"--seeds must be integers in 0 .. 2^32-1 separated by commas, got {seeds!r}"
-        ) from None
     check_results_path(out)
     if backend == "ray" and not ray_available():
         raise CladaptError("--backend ray needs Ray: pip install 'cladapt[ray]'")
@@ -902,6 +945,7 @@ def sweep(
         plugins=tuple(plugins),
     )
     jobs, skipped = plan(stream_names, strategy_names, seed_list, base, catalog)
+    err_console.print(plain(f"seeds {', '.join(map(str, seed_list))}"), highlight=False)
     if backend == "sequential":
         err_console.print("running the sweep sequentially in this process", highlight=False)
     elif backend == "auto" and not ray_available():

@@ -199,3 +199,39 @@ def test_a_uda_run_prints_each_pair(cli, tmp_path):
     res = cli.invoke(main, [*args, "--out", str(tmp_path / "r.csv")])
     assert res.exit_code == 0, res.output
     assert "clean -> digits-m" in res.output and "clean -> gaussian_noise" in res.output
+
+
+def test_bench_and_sweep_read_streams_strategies_and_seeds_alike(cli, tmp_path):
+    """One convention: --stream / --strategy (repeated or comma-separated) and --seeds N = the N
+    seeds 0..N-1 in both commands; a list or a range names seeds explicitly."""
+    from cladapt.cli import parse_seeds
+    from cladapt.results import read_results
+
+    assert parse_seeds("3") == [0, 1, 2]
+    assert parse_seeds("5,") == [5] and parse_seeds("4, 7") == [4, 7]
+    assert parse_seeds("2..4") == [2, 3, 4]
+    for bad in ("0", "x", "1,1", "3..1", "-1,"):
+        _one_line_error(
+            cli.invoke(
+                main, ["sweep", "-s", "digits-shift", "--strategy", "source", "--seeds", bad]
+            )
+        )
+    seen = {}
+    for command in ("bench", "sweep"):
+        out = tmp_path / f"{command}.csv"
+        args = [command, "--stream", "digits-shift", "--strategy", "source", "--seeds", "2"]
+        args += ["--out", str(out)]
+        if command == "bench":
+            args += ["--site", str(tmp_path / "site"), "--workers", "1"]
+        else:
+            args += ["--backend", "sequential"]
+        res = cli.invoke(main, args)
+        assert res.exit_code == 0, res.output
+        assert "seeds 0, 1" in res.output
+        df = read_results(out)
+        seen[command] = sorted(set(zip(df.stream, df.strategy, df.seed, strict=True)))
+    assert (
+        seen["bench"]
+        == seen["sweep"]
+        == [("digits-shift", "source", 0), ("digits-shift", "source", 1)]
+    )

@@ -125,9 +125,9 @@ def test_bench_runs_embedded_pairs_and_builds_site(tmp_path):
             "1",
             "--stream",
             "digits-shift",
-            "--only",
+            "--strategy",
             "source",
-            "--only",
+            "--strategy",
             "bn-adapt",
             "--workers",
             "2",
@@ -147,7 +147,7 @@ def test_bench_runs_embedded_pairs_and_builds_site(tmp_path):
     assert (site / "streams" / f"{slug('digits-shift')}.html").exists()
     again = CliRunner().invoke(
         main,
-        ["bench", "--seeds", "1", "--stream", "digits-shift", "--only", "source"]
+        ["bench", "--seeds", "1", "--stream", "digits-shift", "--strategy", "source"]
         + ["--out", str(out), "--site", str(site)],
     )
     assert again.exit_code == 0

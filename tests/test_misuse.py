@@ -143,7 +143,7 @@ def test_5_every_stream_gets_its_own_page(tmp_path):
 def test_6_bench_out_on_a_foreign_file_deletes_nothing(tmp_path):
     foreign = tmp_path / "thesis.tex"
     foreign.write_text("\\documentclass{article}\n")
-    res = _cli("bench", "--only", "source", "--seeds", "1", "--out", str(foreign))
+    res = _cli("bench", "--strategy", "source", "--seeds", "1", "--out", str(foreign))
     assert "not a cladapt results CSV" in _one_line_error(res)
     assert foreign.read_text() == "\\documentclass{article}\n"
 
@@ -269,7 +269,7 @@ def test_10c_cifar_c_labels_outside_the_classes_are_an_error(tmp_path, catalog):
 
 def test_11_sweep_recognises_finished_runs_with_boolean_sets(tmp_path):
     out = tmp_path / "r.csv"
-    args = ["sweep", "--streams", "digits-shift", "--strategies", "source", "--seeds", "0"]
+    args = ["sweep", "--stream", "digits-shift", "--strategy", "source", "--seeds", "1"]
     args += ["--set", "shuffle=false", "--backend", "sequential", "--out", str(out)]
     assert _cli(*args).exit_code == 0
     again = _cli(*args)
@@ -409,6 +409,8 @@ def test_bad_cifar_c_files_are_one_line_errors(tmp_path, images, labels, message
         str(tmp_path),
         "--checkpoint",
         str(ckpt),
+        "--model",
+        "small-cnn",
         "--out",
         str(tmp_path / "r.csv"),
     )

@@ -91,7 +91,7 @@ def test_bench_keeps_the_previous_results_file(tmp_path):
     append_rows(out, _rows("earlier"))
     res = CliRunner().invoke(
         main,
-        ["bench", "--only", "source", "--stream", "digits-c", "--out", str(out)]
+        ["bench", "--strategy", "source", "--stream", "digits-c", "--out", str(out)]
         + ["--site", str(tmp_path / "site"), "--workers", "1"],
         catch_exceptions=False,
     )

@@ -186,7 +186,7 @@ def test_sigint_to_a_parallel_bench_stops_every_worker_with_its_rows(tmp_path):
     out = tmp_path / "r.csv"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cladapt.cli", "bench", "--stream", "digits-shift"]
-        + ["--only", "cotta", "--only", "vida", "--seeds", "1", "--workers", "2"]
+        + ["--strategy", "cotta", "--strategy", "vida", "--seeds", "1", "--workers", "2"]
         + ["--out", str(out), "--site", str(tmp_path / "site")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -176,9 +176,9 @@ def test_concurrent_writers_lose_no_row(tmp_path):
 def _sweep(run_cli, out, *extra):
     return run_cli(
         "sweep",
-        "--streams",
+        "--stream",
         "digits-shift",
-        "--strategies",
+        "--strategy",
         "source,bn-adapt",
         "--seeds",
         "0,1",
@@ -213,12 +213,12 @@ def test_sweep_on_two_ray_workers_runs_each_run_once_and_skips_on_rerun(run_cli,
     # a different swept value is a different run key
     other = run_cli(
         "sweep",
-        "--streams",
+        "--stream",
         "digits-shift",
-        "--strategies",
+        "--strategy",
         "source",
         "--seeds",
-        "0",
+        "1",
         "--set",
         "batch_size=64",
         "--out",
@@ -233,12 +233,12 @@ def test_sequential_sweep_records_failures_and_goes_on(run_cli, tmp_path):
     out = tmp_path / "r.csv"
     r = run_cli(
         "sweep",
-        "--streams",
+        "--stream",
         "digits-shift,cifar10-c",  # cifar10-c fails at run time: no --data-root
-        "--strategies",
+        "--strategy",
         "source",
         "--seeds",
-        "0",
+        "1",
         "--out",
         str(out),
         "--backend",
@@ -246,13 +246,13 @@ def test_sequential_sweep_records_failures_and_goes_on(run_cli, tmp_path):
     )
     assert r.returncode == 1 and "1 failed" in r.stdout and "Traceback" not in r.stderr
     assert "1 done" in r.stdout and "--data-root" in r.stderr
-    r2 = run_cli("sweep", "--streams", "digits-shift", "--strategies", "nope", "--out", str(out))
+    r2 = run_cli("sweep", "--stream", "digits-shift", "--strategy", "nope", "--out", str(out))
     assert r2.returncode != 0 and "unknown strategy" in r2.stderr
     r3 = run_cli(
         "sweep",
-        "--streams",
+        "--stream",
         "digits-shift",
-        "--strategies",
+        "--strategy",
         "source,tent",
         "--set",
         "lr=0.1",
@@ -269,9 +269,9 @@ def test_sweep_on_ray_with_a_data_root_missing_on_the_workers_records_one_error_
     out = tmp_path / "r.csv"
     r = run_cli(
         "sweep",
-        "--streams",
+        "--stream",
         "digits-shift",
-        "--strategies",
+        "--strategy",
         "source",
         "--data-root",
         str(tmp_path / "not-here"),
@@ -296,8 +296,8 @@ def test_ctrl_c_on_a_ray_sweep_driver_closes_every_run_in_flight_with_an_error_r
     pytest.importorskip("ray", reason="the ray extra is not installed")
     out = tmp_path / "r.csv"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cladapt.cli", "sweep", "--streams", "digits-shift"]
-        + ["--strategies", "cotta,vida", "--seeds", "0,1", "--backend", "ray", "--workers", "2"]
+        [sys.executable, "-m", "cladapt.cli", "sweep", "--stream", "digits-shift"]
+        + ["--strategy", "cotta,vida", "--seeds", "0,1", "--backend", "ray", "--workers", "2"]
         + ["--out", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -365,9 +365,9 @@ def test_sweep_asking_for_more_than_any_node_has_is_refused_not_left_waiting(run
     pytest.importorskip("ray", reason="the ray extra is not installed")
     r = run_cli(
         "sweep",
-        "--streams",
+        "--stream",
         "digits-shift",
-        "--strategies",
+        "--strategy",
         "source",
         "--gpus-per-run",
         "1000",  # no node has that many: the task could never be scheduled
