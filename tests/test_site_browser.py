@@ -159,3 +159,18 @@ def test_every_paper_view_renders(paper_site, page, tmp_path):
     assert page.locator("#uda-table tbody tr").count() == 3
     assert all(p.stat().st_size > 10_000 for p in shots.glob("*.png"))
     assert len(list(shots.glob("*.png"))) == 4
+
+
+def test_the_docs_picture_is_what_chromium_shows_of_the_committed_page(tmp_path):
+    """Made again here, as benchmarks/site_screenshot.py makes it: same size, same page."""
+    from PIL import Image
+
+    from cladapt.leaderboard.picture import page_digest, screenshot, stamped_digest
+
+    root = Path(__file__).resolve().parent.parent
+    page = root / "leaderboard" / "site" / "streams" / f"{slug('digits-c')}.html"
+    fresh = screenshot(page, tmp_path / "stream.png")
+    committed = root / "docs" / "leaderboard-stream.png"
+    assert stamped_digest(fresh) == page_digest(page) == stamped_digest(committed)
+    with Image.open(fresh) as a, Image.open(committed) as b:
+        assert a.size == b.size

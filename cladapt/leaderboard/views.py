@@ -254,12 +254,55 @@ def published_tables(stream: str) -> list[PaperTable]:
                 for strategy, blocks in ref["values"].items():
                     vals = [float(v) for v in blocks[section]]
                     t.rows.append(PaperRow(strategy, [*vals, _mean(vals)], section))
-        else:  # pairs
-            values = ref["pairs"][stream]
-            t = PaperTable(key, title, [stream], note=note, published=True)
-            t.rows = [PaperRow(k, [float(v)]) for k, v in values.items()]
+        elif ref["view"] == "corruptions":
+            t = _published_corruptions(ref, key, title, note)
+        else:  # pairs: every pair of the paper's table, the paper's own average last
+            t = _published_pairs(ref, key, title, note)
         tables.append(t)
     return tables
+
+
+def _published_corruptions(ref: dict, key: str, title: str, note: str) -> PaperTable:
+    """A CoTTA-style row per method: error per corruption in the standard order (nan: the
+    paper's value not checked here, shown as "–") and the paper's printed mean."""
+    columns = list(CORRUPTIONS)
+    t = PaperTable(
+        key,
+        title,
+        [*columns, "mean"],
+        note=note,
+        published=True,
+        heads=[SHORT_CORRUPTION[c] for c in columns] + ["mean"],
+    )
+    for strategy, row in ref["values"].items():
+        cells = [float(v) for v in row["corruptions"]]
+        if len(cells) != len(columns):
+            raise ValueError(f"published {strategy}: {len(cells)} corruptions, not {len(columns)}")
+        t.rows.append(PaperRow(strategy, [*cells, float(row["mean"])]))
+    return t
+
+
+def _published_pairs(ref: dict, key: str, title: str, note: str) -> PaperTable:
+    """The paper's UDA table as its readers know it: one column per source -> target pair (the
+    streams, in the paper's order, headed by ``pair_heads``) and the paper's average."""
+    pairs = list(ref["streams"])
+    heads = list(ref.get("pair_heads", pairs))
+    averaged = "average" in ref
+    t = PaperTable(
+        key,
+        title,
+        [*pairs, "avg"] if averaged else pairs,
+        note=note,
+        published=True,
+        heads=[*heads, "avg"] if averaged else heads,
+    )
+    strategies = list(dict.fromkeys(k for pair in pairs for k in ref["pairs"][pair]))
+    for strategy in strategies:
+        cells = [float(ref["pairs"][pair].get(strategy, "nan")) for pair in pairs]
+        if averaged:
+            cells.append(float(ref["average"].get(strategy, "nan")))
+        t.rows.append(PaperRow(strategy, cells))
+    return t
 
 
 def paper_tables(stream: str, protocol: str, evals: pd.DataFrame, summary: pd.DataFrame):
