@@ -29,7 +29,7 @@ RUNS = [
     ("digits-shift", "cotta", {}, ()),
     ("digits-shift", "vida", {}, ()),
     ("digits-uda", "dann", {"iterations": "60"}, ()),
-    ("nevis-mini", "finetune", {"epochs": "1"}, ()),
+    ("nevis-mini", "finetune", {"iterations": "20"}, ()),
     ("mtil-mini", "zscl", {"iterations": "10"}, ()),
 ]
 VOLATILE_COLUMNS = {"run_id", "started_at", "note"}

@@ -32,18 +32,33 @@ def make_optimizer(
     lr: float,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
+    nesterov: bool = False,
+    decay_weights_only: bool = False,
 ) -> torch.optim.Optimizer:
+    """``decay_weights_only``: weight decay on the convolution and linear weights (tensors of
+    two or more dimensions) and not on biases or normalisation parameters, as dm_nevis'
+    ``default_weight_decay_mask`` decays only the parameters haiku names ``w``."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ConfigError("the strategy selected no trainable parameters")
+    if decay_weights_only and weight_decay:
+        params = [
+            {"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+        params = [g for g in params if g["params"]]
     if name == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        opt = torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        )
     elif name == "adam":
         opt = torch.optim.Adam(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
     elif name == "adamw":
         opt = torch.optim.AdamW(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
     else:
         raise ConfigError(f"unknown optimizer {name!r}; use sgd, adam or adamw")
+    if nesterov and name != "sgd":
+        raise ConfigError(f"nesterov applies to sgd only, not {name!r}")
     check_learning_rates(opt)
     return opt
 

@@ -21,10 +21,22 @@ class FinetuneConfig:
     lr: float = param(0.01, "learning rate", ge=0, le=10)
     momentum: float = param(0.9, "SGD momentum (Adam: beta1)", ge=0, lt=1)
     weight_decay: float = param(0.0, "weight decay", ge=0)
+    nesterov: bool = param(False, "Nesterov momentum (SGD only; dm_nevis' learners: on)")
+    decay: Literal["all", "weights"] = param(
+        "all",
+        "what weight decay applies to: every parameter, or the conv / linear weights only "
+        "(dm_nevis' default_weight_decay_mask)",
+    )
     schedule: Literal["constant", "cosine"] = param(
         "constant", "learning rate per experience: constant, or linear warm-up then cosine decay"
     )
     warmup_steps: int = param(0, "warm-up steps of the cosine schedule", ge=0)
+    warmup_epochs: float = param(
+        0.0,
+        "warm-up of the cosine schedule in epochs of each experience instead of steps "
+        "(dm_nevis: 7; at most all steps but one); 0: warmup_steps",
+        ge=0,
+    )
     reset_optimizer: bool = param(
         False, "a fresh optimizer for every experience (ZSCL's scripts run each task anew)"
     )
@@ -43,7 +55,13 @@ class Finetune(Strategy):
     def make_optimizer(self, run: Run, lr: float | None = None) -> None:
         c = self.cfg
         run.optimizer = make_optimizer(
-            c.optimizer, run.model.parameters(), lr or c.lr, c.momentum, c.weight_decay
+            c.optimizer,
+            run.model.parameters(),
+            lr or c.lr,
+            c.momentum,
+            c.weight_decay,
+            c.nesterov,
+            decay_weights_only=c.decay == "weights",
         )
 
     @hookimpl
@@ -88,12 +106,21 @@ class Finetune(Strategy):
             return
         total = run.state.get("steps_this_experience", 0)
         factor = (
-            warmup_cosine(step, total, self.cfg.warmup_steps)
+            warmup_cosine(step, total, self.warmup_steps(run, total))
             if self.cfg.schedule == "cosine"
             else 1.0
         )
         for group in run.optimizer.param_groups:
             group["lr"] = self.base_lr(run) * factor
+
+    def warmup_steps(self, run: Run, total: int) -> int:
+        """``warmup_steps``, or ``warmup_epochs`` of this experience as dm_nevis counts them
+        (``learning_rate_schedules.warmup_cosine_decay_learning_rate_schedule``:
+        ``min(max_steps - 1, warmup_epochs * steps_per_epoch)``)."""
+        if not self.cfg.warmup_epochs:
+            return self.cfg.warmup_steps
+        per_epoch = run.state.get("steps_per_epoch", 1)
+        return max(0, min(total - 1, int(self.cfg.warmup_epochs * per_epoch)))
 
 
 class Source(Strategy):

@@ -33,7 +33,6 @@ from cladapt.data.batching import concat_datasets
 from cladapt.defaults import cross_entropy_step
 from cladapt.hookspecs import hookimpl
 from cladapt.models.features import feature_dim, features
-from cladapt.optim import make_optimizer
 from cladapt.registry import StrategyRegistry
 from cladapt.strategy import Strategy
 from cladapt.stream import Experience
@@ -52,10 +51,7 @@ class Independent(Finetune):
 
     def restart(self, run: Run) -> None:
         run.model.load_state_dict(self.initial)
-        c = self.cfg
-        run.optimizer = make_optimizer(
-            c.optimizer, run.model.parameters(), c.lr, c.momentum, c.weight_decay
-        )
+        self.make_optimizer(run)
 
     @hookimpl
     def cladapt_before_experience(self, run: Run, experience: Experience) -> None:

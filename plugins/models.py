@@ -59,6 +59,37 @@ def register_tiny_vit(registry: ModelRegistry) -> None:
 
 
 @hookimpl(specname="cladapt_register_models")
+def register_cifar_resnet34(registry: ModelRegistry) -> None:
+    from cladapt.models.cifar_resnet import cifar_resnet34
+
+    registry.add(
+        "cifar-resnet34",
+        cifar_resnet34,
+        "dm_nevis' CifarResNet34: ResNet-34 with a 3x3 stride-1 stem and no max-pool (~21M "
+        "parameters), NEVIS'22's learner at 64x64",
+    )
+
+
+@hookimpl(specname="cladapt_register_models")
+def register_robustbench(registry: ModelRegistry) -> None:
+    from cladapt.models.robustbench import resnext_29_augmix, wrn_28_10
+
+    registry.add(
+        "wrn-28-10",
+        wrn_28_10,
+        "WideResNet-28-10 as RobustBench's CIFAR-10 Standard model (36.5M parameters); loads "
+        "RobustBench's checkpoint with --checkpoint",
+    )
+    registry.add(
+        "resnext-29-augmix",
+        resnext_29_augmix,
+        "ResNeXt-29 (cardinality 4, width 32) as RobustBench's CIFAR-100 "
+        "Hendrycks2020AugMix_ResNeXt (normalises its input by 0.5 / 0.5); loads RobustBench's "
+        "checkpoint with --checkpoint",
+    )
+
+
+@hookimpl(specname="cladapt_register_models")
 def register_tiny_clip(registry: ModelRegistry) -> None:
     from cladapt.models.clip_pretrain import ensure_pretrained, tiny_clip_model
 

@@ -20,8 +20,9 @@ def _take(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Te
     return x[idx], y[idx]
 
 
-def _nevis_mini_task(t: dict[str, Any], test_size: int = 200):
-    """(train x, train y, test x, test y, local class names) for one nevis-mini task."""
+def _nevis_mini_task(t: dict[str, Any], pool: int, test_size: int = 200):
+    """(x, y of the ``pool`` examples split into train / dev / dev_test, test x, test y, local
+    class names) for one nevis-mini task."""
     from cladapt.data.backgrounds import blend_onto_backgrounds
     from cladapt.data.procedural import GENERATORS
 
@@ -29,15 +30,17 @@ def _nevis_mini_task(t: dict[str, Any], test_size: int = 200):
     source = t["source"]
     if source in GENERATORS:
         fn, names = GENERATORS[source]
-        x, y = fn(t["train"] + test_size, torch.Generator().manual_seed(seed))
-        return x[: t["train"]], y[: t["train"]], x[t["train"] :], y[t["train"] :], names
+        x, y = fn(pool + test_size, torch.Generator().manual_seed(seed))
+        return x[:pool], y[:pool], x[pool:], y[pool:], names
     train, test = digits_split()
     classes = t.get("classes", list(range(10)))
     (xtr, ytr), (xte, yte) = (
         subset_classes(train, classes).tensors,
         subset_classes(test, classes).tensors,
     )
-    xtr, ytr = _take(xtr, ytr, t["train"], seed)
+    if pool > len(ytr):
+        raise DataError(f"nevis-mini task {t['name']!r}: {pool} examples wanted, {len(ytr)} exist")
+    xtr, ytr = _take(xtr, ytr, pool, seed)
     remap = torch.full((10,), -1, dtype=torch.long)
     remap[torch.as_tensor(classes)] = torch.arange(len(classes))
     ytr, yte = remap[ytr], remap[yte]
@@ -52,20 +55,27 @@ def _nevis_mini_task(t: dict[str, Any], test_size: int = 200):
     return xtr, ytr, xte, yte, names
 
 
+def mini_split_sizes(n: int, min_dev: int) -> tuple[int, int, int]:
+    """Train, dev and dev_test sizes of a nevis-mini task of ``n`` training examples: dm_nevis'
+    70 / 15 / 15 split, with dev and dev_test held at ``min_dev`` examples or more (extra
+    examples are drawn for them, the train split keeps its size)."""
+    from cladapt.data.nevis import dev_split_sizes
+
+    n_train, n_dev = dev_split_sizes(n)
+    return n_train, max(n_dev, min_dev), max(n - n_train - n_dev, min_dev)
+
+
 def build_nevis_mini(
     name: str, d: dict[str, Any], data_root: str | None = None, seed: int = 0
 ) -> Stream:
     """Tasks with separate label spaces, laid side by side in one global label space."""
-    from cladapt.data.nevis import dev_split_sizes
-
     exps, class_names = [], []
     for t in d["tasks"]:
-        xtr, ytr, xte, yte, names = _nevis_mini_task(t)
+        n_train, n_dev, n_dev_test = mini_split_sizes(t["train"], d.get("min_dev_split", 0))
+        xtr, ytr, xte, yte, names = _nevis_mini_task(t, n_train + n_dev + n_dev_test)
         offset = len(class_names)
         class_names += [f"{t['name']}:{c}" for c in names]
-        # dm_nevis' 70 / 15 / 15 train / dev / dev_test split of the training data (the
-        # generated order is already random), plus the separate test split
-        n_train, n_dev = dev_split_sizes(len(ytr))
+        # train / dev / dev_test (the generated order is already random), plus the test split
         cut = [n_train, n_train + n_dev]
         (x_tr, x_dev, x_dt), (y_tr, y_dev, y_dt) = xtr.tensor_split(cut), ytr.tensor_split(cut)
         exps.append(
@@ -120,6 +130,7 @@ def build_nevis(
     tasks = definitions()[d["like"]]["tasks"] if "like" in d else d["tasks"]
     tasks = [t for t in tasks if t["year"] < d.get("stop_year", 10_000)]
     size = int(d.get("image_size", 32))
+    augment = d.get("augmentation") == "dm_nevis"
     exps, class_names, missing = [], [], []
     offsets: dict[str, int] = {}  # a dataset that recurs keeps its task key: the same head
     for t in tasks:
@@ -130,7 +141,7 @@ def build_nevis(
             )
             continue
         try:
-            train, test, names = open_task(root, t, size, download)
+            data = open_task(root, t, size, download, augment)
         except DataError as exc:
             missing.append(f"{t['year']} {t['name']}: {exc}")
             continue
@@ -138,12 +149,16 @@ def build_nevis(
             offset = offsets[t["key"]]
         else:
             offset = offsets[t["key"]] = len(class_names)
-            class_names += [f"{t['key']}:{c}" for c in names]
-        prepared = None if "torchvision" in t else open_prepared_splits(root, t, size, names)
+            class_names += [f"{t['key']}:{c}" for c in data.names]
+        names, test = data.names, data.test
+        prepared = (
+            None if "torchvision" in t else open_prepared_splits(root, t, size, names, augment)
+        )
         if prepared is not None:
-            dev, dev_test = prepared
+            train, (dev, dev_test) = data.train, prepared
         else:
-            train, dev, dev_test = split_train_dev_dev_test(train, zlib.crc32(t["key"].encode()))
+            seed_of_task = zlib.crc32(t["key"].encode())
+            train, dev, dev_test = split_train_dev_dev_test(data, seed_of_task, t["key"])
         exps.append(
             Experience(
                 name=f"{t['year']}-{t['key'].replace('/', '-')}",

@@ -17,12 +17,14 @@ def test_nevis_mini_is_heterogeneous_and_spans_two_orders_of_magnitude(catalog):
     assert 8 <= len(stream.experiences) <= 15
     years = [e.metadata["year"] for e in stream.experiences]
     assert years == sorted(years)
-    sizes = [len(e.train) + len(e.dev) + len(e.dev_test) for e in stream.experiences]
+    sizes = [len(e.train) for e in stream.experiences]
     assert max(sizes) >= 100 * min(sizes)
     for e, t in zip(stream.experiences, definitions()["nevis-mini"]["tasks"], strict=True):
-        n = t["train"]  # dm_nevis' 70 / 15 / 15 of the training data
-        assert (len(e.train), len(e.dev)) == (int(0.7 * n), int(0.15 * n))
-        assert len(e.dev_test) == n - int(0.7 * n) - int(0.15 * n)
+        n = t["train"]  # dm_nevis' 70 / 15 / 15 of the training data ...
+        assert len(e.train) == int(0.7 * n)
+        # ... with dev and dev_test never under NEVIS'22's smallest dev split (Olivetti: 48)
+        assert len(e.dev) == max(int(0.15 * n), 48)
+        assert len(e.dev_test) == max(n - int(0.7 * n) - int(0.15 * n), 48)
     seen: set[int] = set()
     for e in stream.experiences:
         classes = set(e.classes)
@@ -96,7 +98,7 @@ def test_nevis_reads_what_is_on_disk_and_reports_the_rest(catalog, tmp_path, out
     brodatz = by_task["1998-brodatz"]  # 8 images in each of its prepared folders
     assert (len(brodatz.train), len(brodatz.dev), len(brodatz.dev_test)) == (8, 8, 8)
     x, y = stream.experiences[1].test[0]
-    assert tuple(x.shape) == (3, 32, 32) and y in stream.experiences[1].classes
+    assert tuple(x.shape) == (3, 64, 64) and y in stream.experiences[1].classes  # dm_nevis' 64
     # a dataset that recurs keeps its task key, so its classes (the head) are the same ones
     # (dm_nevis: tasks are keyed by dataset); three datasets: 2 + 3 + 10 classes
     assert len(stream.class_names) == 2 + 3 + 10
@@ -106,7 +108,7 @@ def test_nevis_reads_what_is_on_disk_and_reports_the_rest(catalog, tmp_path, out
     assert by_name["2004-mnist"] == by_name["2015-mnist"]
     assert not set(by_name["1998-brodatz"]) & set(by_name["2000-coil20"])
 
-    sets = {"epochs": "1", "batch_size": "8", "lr_grid": "0.1,0.001"}
+    sets = {"iterations": "3", "lr_grid": "0.1,0.001"}  # dm_nevis' recipe, 3 steps a trial
     spec = RunSpec(
         "nevis",
         "finetune",
@@ -115,6 +117,7 @@ def test_nevis_reads_what_is_on_disk_and_reports_the_rest(catalog, tmp_path, out
         device="cpu",
         data_root=str(tmp_path),
         setting="task-incremental",
+        model="small-cnn",
     )
     outcome = execute(spec, catalog)
     df = read_results(out)
@@ -195,7 +198,7 @@ def test_a_trial_keeps_its_lowest_dev_error_state_and_costs_its_last():
 def test_nevis_selection_picks_the_lowest_dev_error_trial_and_never_retrains(catalog, tmp_path):
     """dm_nevis: every trial from the same state, the best trial's model goes on, no retraining
     on train + dev; all trials' training counts in the FLOPs."""
-    common = {"epochs": "1", "eval_split": "dev_test"}
+    common = {"iterations": "30", "eval_split": "dev_test"}
     flops = {}
     for trials in (0, 2):
         out = tmp_path / f"t{trials}.csv"
@@ -234,7 +237,7 @@ def test_a_diverging_selection_trial_fails_alone_and_all_diverging_stops_the_run
     """A search trial at a learning rate that blows up (NaN loss) is never selected and the
     search goes on; if every trial diverges the run ends with an error row, unscored."""
     out = tmp_path / "r.csv"
-    sets = {"epochs": "1", "lr_grid": "0.01,1e30"}
+    sets = {"iterations": "10", "lr_grid": "0.01,1e30"}
     execute(RunSpec("nevis-mini", "finetune", sets, out=out, device="cpu"), catalog)
     df = read_results(out)
     diverged = df[df.metric == "trial_diverged"]
@@ -284,9 +287,98 @@ def test_each_selection_trial_starts_with_a_fresh_optimizer_state(catalog, tmp_p
             self.steps.append((run.optimizer.param_groups[0]["lr"], len(run.optimizer.state)))
 
     spy = Spy()
-    sets = {"epochs": "1", "lr_grid": "0.01,0.02"}
+    sets = {"iterations": "10", "schedule": "constant", "lr_grid": "0.01,0.02"}
     spec = RunSpec("nevis-mini", "finetune", sets, out=tmp_path / "r.csv", run_plugins=(spy,))
     execute(spec, catalog)
     firsts = [n for (lr, n), (prev, _) in zip(spy.steps[1:], spy.steps, strict=False) if lr != prev]
     assert len(firsts) >= 19 and set(firsts) == {0}
     assert any(n > 0 for _, n in spy.steps)  # momentum exists within a trial
+
+
+def test_the_adaptive_batch_size_is_dm_nevis_rule():
+    """min(512, max(16, 2^int(log2(0.0025 n)))) (finetuning_dknn_learner.py), worked by hand."""
+    from cladapt.protocols.continual import ContinualConfig, training_batch_size
+
+    cfg = ContinualConfig(batch_size=32, batch_rule="adaptive")
+    # 0.0025 n = 0.035, 3.5, 16, 31.9, 32, 250, 3000 -> 2^0 .. 2^11, floored at 16, capped at 512
+    cases = {14: 16, 1400: 16, 6400: 16, 12_799: 16, 12_800: 32, 100_000: 128, 1_200_000: 512}
+    assert {n: training_batch_size(cfg, n) for n in cases} == cases
+    assert training_batch_size(ContinualConfig(batch_size=32), 1_200_000) == 32
+
+
+def test_nevis_mini_trains_a_fixed_budget_and_learns_every_task(catalog, tmp_path):
+    """dm_nevis trains every task for the same number of steps whatever its size, so a task of 14
+    images is learnt as well as one of 1400; an epoch budget gave the small tasks two steps and
+    left every trained learner at chance on four of them."""
+    from cladapt.hookspecs import hookimpl
+
+    class Steps:
+        def __init__(self) -> None:
+            self.per_task: dict[str, int] = {}
+
+        @hookimpl
+        def cladapt_after_step(self, run, outputs):
+            name = run.experience.name
+            self.per_task[name] = self.per_task.get(name, 0) + 1
+
+    spy, out = Steps(), tmp_path / "r.csv"
+    spec = RunSpec("nevis-mini", "finetune", out=out, device="cpu", seed=0, run_plugins=(spy,))
+    execute(spec, catalog)
+    assert len(set(spy.per_task.values())) == 1  # 4 trials x the same steps on every task
+    stream = catalog.streams.get("nevis-mini").factory()
+    chance = {e.name: 100.0 * (1 - 1 / len(e.classes)) for e in stream.experiences}
+    df = read_results(out)
+    err = df[df.metric == "error_after_learning"].set_index("eval_experience").value
+    assert len(err) == 10
+    for task, value in err.items():
+        assert value < chance[task] - 15, (task, value, chance[task])
+
+
+def write_dtd(root, classes=("banded", "dotted"), sizes=(("train", 5), ("val", 2), ("test", 2))):
+    """torchvision's DTD layout: dtd/dtd/images/<class>/*.jpg and labels/<split>1.txt."""
+    rng = np.random.default_rng(1)
+    base = root / "dtd" / "dtd"
+    for split, n in sizes:
+        lines = []
+        for c in classes:
+            (base / "images" / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                name = f"{c}_{split}_{i}.jpg"
+                img = rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)  # not square
+                Image.fromarray(img).save(base / "images" / c / name)
+                lines.append(f"{c}/{name}")
+        (base / "labels").mkdir(exist_ok=True)
+        (base / "labels" / f"{split}1.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_nevis_splits_and_augmentation_are_dm_nevis(catalog, tmp_path):
+    """nevis_stream.py: DTD's dev_test is its official validation split and its training split
+    is cut 80 / 20 into train / dev; ImageNet 90 / 5 / 5; the rest 70 / 15 / 15. Training
+    images get dm_nevis' random crop and flip, dev / test ones the central square at 64 px."""
+    from PIL import Image as PILImage
+    from torchvision.transforms import functional as TF
+
+    write_dtd(tmp_path)
+    write_folder_task(tmp_path, "imagenet2012", per_class=20)
+    write_folder_task(tmp_path, "coil20", per_class=20)
+    stream = catalog.streams.get("nevis").factory(data_root=str(tmp_path))
+    by_task = {e.name: e for e in stream.experiences}
+    dtd = by_task["2016-dtd"]
+    assert (len(dtd.train), len(dtd.dev), len(dtd.dev_test), len(dtd.test)) == (8, 2, 4, 4)
+    imagenet = by_task["2011-imagenet2012"]
+    assert (len(imagenet.train), len(imagenet.dev), len(imagenet.dev_test)) == (54, 3, 3)
+    coil = by_task["2000-coil20"]
+    assert (len(coil.train), len(coil.dev), len(coil.dev_test)) == (42, 9, 9)
+    # dev_test is the validation split itself, read with the evaluation transform
+    val_files = sorted((tmp_path / "dtd" / "dtd" / "labels" / "val1.txt").read_text().split())
+    first = val_files[0]
+    expected = PILImage.open(tmp_path / "dtd" / "dtd" / "images" / first).convert("RGB")
+    expected = TF.to_tensor(expected.crop((8, 0, 40, 32)).resize((64, 64), PILImage.BILINEAR))
+    x, _ = dtd.dev_test[0]
+    assert torch.allclose(x, expected, atol=1e-6)
+    # the training view is random (crop and flip), the evaluation view is not
+    torch.manual_seed(0)
+    draws = [dtd.train[0][0] for _ in range(4)]
+    assert all(d.shape == (3, 64, 64) for d in draws)
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])
+    assert torch.equal(dtd.dev[0][0], dtd.dev[0][0])

@@ -31,8 +31,8 @@ def open_dataset(
         raise DataError("this stream reads files from disk: pass --data-root DIR")
     if "torchvision" in spec:
         task = {"torchvision": spec["torchvision"], "classes": spec.get("classes", 0)}
-        train = _torchvision(root, task, True, size, download)
-        test = _torchvision(root, task, False, size, download)
+        train = _torchvision(root, task, "train", size, download)
+        test = _torchvision(root, task, "test", size, download)
         names = [str(c) for c in getattr(train, "classes", [])]
         return train, test, names or [str(i) for i in sorted(set(targets_of(train).tolist()))]
     from torchvision.datasets import ImageFolder
@@ -70,18 +70,32 @@ class RemapTargets(Dataset):
         return x, int(self.mapping[int(y)])
 
 
-CLASS_ORDERS = ("icarl", "seeded", "sorted")
+CLASS_ORDERS = ("icarl", "janson2022", "seeded", "sorted")
+# the fixed CIFAR-100 order of the simple-baseline paper's code (Janson et al. 2022,
+# Pauljanson002/pretrained-cl, main_cifar100.py: continuum's ClassIncremental class_order)
+JANSON2022_CIFAR100 = (
+    87, 0, 52, 58, 44, 91, 68, 97, 51, 15, 94, 92, 10, 72, 49, 78, 61, 14, 8, 86,
+    84, 96, 18, 24, 32, 45, 88, 11, 4, 67, 69, 66, 77, 47, 79, 93, 29, 50, 57, 83,
+    17, 81, 41, 12, 37, 59, 25, 20, 80, 73, 1, 28, 6, 46, 62, 82, 53, 9, 31, 75,
+    38, 63, 33, 74, 27, 22, 36, 3, 16, 21, 60, 19, 70, 90, 89, 43, 5, 42, 65, 76,
+    40, 30, 23, 85, 2, 95, 56, 48, 71, 64, 98, 13, 99, 7, 34, 55, 54, 26, 35, 39,
+)  # fmt: skip
 
 
 def class_order(num_classes: int, kind: str, seed: int) -> torch.Tensor:
     """The class order of a split stream (new id -> original id).
 
     ``icarl``: ``numpy.random.seed(1993); numpy.random.permutation(n)`` as iCaRL (Rebuffi et al.
-    2017) and the codes that follow it (PyCIL, the simple-baseline paper's) order CIFAR-100: the
-    order most published split-CIFAR numbers use. ``seeded``: a torch permutation of ``seed``.
+    2017) and the codes that follow it (e.g. PyCIL) order CIFAR-100: the order most published
+    split-CIFAR numbers use. ``janson2022``: the simple-baseline paper's own fixed CIFAR-100 order
+    (87, 0, 52, 58, 44, ...; not iCaRL's). ``seeded``: a torch permutation of ``seed``.
     ``sorted``: the dataset's own label order."""
     if kind == "icarl":
         return torch.from_numpy(np.random.RandomState(1993).permutation(num_classes))
+    if kind == "janson2022":
+        if num_classes != len(JANSON2022_CIFAR100):
+            raise ConfigError("class_order janson2022 is CIFAR-100's order: 100 classes")
+        return torch.tensor(JANSON2022_CIFAR100)
     if kind == "seeded":
         return torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed))
     if kind == "sorted":

@@ -9,6 +9,7 @@ training and evaluation).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -49,6 +50,11 @@ class ContinualConfig:
         0.0, "label smoothing of the default cross-entropy step", ge=0, lt=1
     )
     batch_size: int = param(32, "training batch size", ge=1)
+    batch_rule: Literal["fixed", "adaptive"] = param(
+        "fixed",
+        "training batch size per experience: fixed (batch_size), or dm_nevis' adaptive rule "
+        "min(512, max(16, 2^int(log2(0.0025 n)))) for n training examples",
+    )
     eval_batch_size: int = param(256, "evaluation batch size", ge=1)
     amp: Literal["off", "bf16", "fp16"] = param("off", AMP_HELP)
     check_every: int = param(25, "check for NaN/inf losses every N steps", ge=1)
@@ -119,9 +125,6 @@ class ContinualProtocol:
             run.state["lr_override"] = trial.lr  # read by strategies with a schedule
             for group in run.optimizer.param_groups:
                 group["lr"] = trial.lr
-            restart = getattr(run.strategy, "restart_schedule", None)
-            if restart is not None:
-                restart(run)
             kept = BestOnDev()
 
             def validate(kept: BestOnDev = kept) -> None:
@@ -265,10 +268,16 @@ class _Learning:
         ``validate_every`` steps (0: every epoch) and after the last (dm_nevis)."""
         run, cfg = self.run, self.cfg
         steps = steps_per_experience(cfg, data, self.epochs, self.iterations)
-        run.state["steps_this_experience"] = steps  # for per-task schedules
+        # for per-task schedules (dm_nevis' warm-up is counted in epochs of this experience)
+        run.state["steps_this_experience"] = steps
         if steps == 0:
             return
-        every = cfg.validate_every or num_batches(data, cfg.batch_size)
+        batch_size = training_batch_size(cfg, len(data))
+        run.state["steps_per_epoch"] = len(data) // batch_size + 1  # dm_nevis' count
+        restart = getattr(run.strategy, "restart_schedule", None)
+        if restart is not None:  # step 0 of this experience's (or trial's) schedule
+            restart(run)
+        every = cfg.validate_every or num_batches(data, batch_size)
         run.model.train()
         batches = self._batches(data, mask, steps)
         for step, batch in enumerate(run.progress.track(batches, steps, label)):
@@ -282,7 +291,7 @@ class _Learning:
 
     def _batches(self, data, mask, steps: int) -> Iterator[Batch]:
         """``steps`` shuffled batches, epoch after epoch (``run.state['epoch']`` counts them)."""
-        run, batch_size = self.run, self.cfg.batch_size
+        run, batch_size = self.run, training_batch_size(self.cfg, len(data))
         epoch, done = 0, 0
         while done < steps:
             epoch += 1
@@ -345,4 +354,13 @@ def steps_per_experience(cfg: ContinualConfig, data, epochs: int, iterations: in
         return 0
     if iterations:
         return iterations
-    return epochs * num_batches(data, cfg.batch_size)
+    return epochs * num_batches(data, training_batch_size(cfg, len(data)))
+
+
+def training_batch_size(cfg: ContinualConfig, n: int) -> int:
+    """The batch size for ``n`` training examples: ``batch_size``, or dm_nevis' adaptive rule
+    (``finetuning_dknn_learner._adapt_batch_size_to_dataset_size``: size proportion 0.0025,
+    at least 16, at most 512; ``int`` truncates the logarithm towards zero as NumPy's does)."""
+    if cfg.batch_rule == "fixed":
+        return cfg.batch_size
+    return min(512, max(16, int(2 ** int(math.log2(0.0025 * n))))) if n > 0 else 16
