@@ -127,8 +127,9 @@ def effective_values(planned: RunPlan) -> list[tuple[str, str, Any, str]]:
     titles += [f"regularizer {name}" for name in layered.reg_names]
     configs = [layered.protocol, layered.strategy, *layered.regularizers]
     rows = [("stream options", k, v, "--set") for k, v in sorted(layered.stream_values.items())]
-    for title, cfg, given in zip(titles, configs, layered.given, strict=True):
-        from_stream = _stream_defaults(stream, type(cfg))
+    owners = [layered.strategy_entry.name, layered.strategy_entry.name, *layered.reg_names]
+    for title, cfg, given, owner in zip(titles, configs, layered.given, owners, strict=True):
+        from_stream = _stream_defaults(stream, type(cfg), owner)
         for f in dataclasses.fields(cfg):
             if f.name in given:
                 source = "--set"
@@ -176,7 +177,9 @@ def plan(spec: RunSpec, catalog: Catalog) -> RunPlan:
         strategy_label="+".join(
             [layered.strategy_entry.name] + [n for n in layered.reg_names if n not in own]
         ),
-        model_label=model_label(model_name, pretrained, spec.checkpoint),
+        model_label=model_label(
+            model_name, pretrained, spec.checkpoint, registered=model_name in catalog.models
+        ),
         params=_params(layered, pretrained),
     )
 
@@ -227,8 +230,17 @@ def layer(spec: RunSpec, catalog: Catalog) -> Layered:
     # the stream's recipe (e.g. MTIL's AdamW at 1e-5, epochs for its size) sits between the
     # defaults and --set
     configs, differs = [], dict(_differing_options(stream_values))
-    for cls, given in zip(classes, values, strict=True):
-        base = _stream_defaults(stream, cls)
+    own = stream.strategy_defaults.get(strategy_entry.name, {})
+    fields = set(protocol_cls.Config.__dataclass_fields__)
+    unknown = sorted(set(own) - fields - set(strategy_entry.factory.Config.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(
+            f"stream {stream.name!r} sets {', '.join(unknown)} for strategy "
+            f"{strategy_entry.name!r}, which has no such parameter"
+        )
+    owners = [strategy_entry.name, strategy_entry.name, *reg_names]
+    for cls, given, owner in zip(classes, values, owners, strict=True):
+        base = _stream_defaults(stream, cls, owner)
         cfg = build_config(cls, base | given)
         default = build_config(cls, base)
         differs |= {k: getattr(cfg, k) for k in given if getattr(cfg, k) != getattr(default, k)}
@@ -300,26 +312,50 @@ def _stream_options(entry, values: dict[str, Any], catalog: Catalog) -> dict[str
     return {k: getattr(options, k) for k in values}
 
 
-def _stream_defaults(stream, config_cls) -> dict[str, Any]:
-    """The stream's defaults that are fields of ``config_cls``."""
-    return {k: v for k, v in stream.defaults.items() if k in config_cls.__dataclass_fields__}
+def _stream_defaults(stream, config_cls, owner: str | None = None) -> dict[str, Any]:
+    """The stream's defaults that are fields of ``config_cls``, with the stream's settings for
+    strategy ``owner`` (``strategy_defaults``) over them."""
+    values = dict(stream.defaults) | dict(getattr(stream, "strategy_defaults", {}).get(owner, {}))
+    return {k: v for k, v in values.items() if k in config_cls.__dataclass_fields__}
 
 
-def model_label(name: str, pretrained: bool | str, checkpoint: str | None) -> str:
+def model_label(
+    name: str, pretrained: bool | str, checkpoint: str | None, registered: bool = False
+) -> str:
     """The results' ``model`` column: the model as run, so that runs from different weights
     never share a leaderboard row — ``small-cnn``, ``small-cnn+pretrained``,
-    ``ViT-B-16+openai`` (an open_clip tag), ``small-cnn@source.pt#1a2b3c4d`` (a checkpoint,
+    ``ViT-B-16+openai`` (an open_clip tag), ``resnet50.a1_in1k+pretrained`` (timm's weights,
+    their tag named), ``small-cnn@source.pt#1a2b3c4d`` (a checkpoint,
     with the start of its SHA-256: two files of one name are two models)."""
     if checkpoint:
         return f"{name}@{Path(checkpoint).name}#{_file_digest(checkpoint)}"
     if pretrained in (False, None, "", "false"):
         return name
     if pretrained in (True, "true", "default"):
-        return f"{name}+pretrained"
+        return f"{name if registered else timm_weights_name(name)}+pretrained"
     path = Path(str(pretrained)).expanduser()
     if path.is_file():
         return f"{name}+{path.name}#{_file_digest(path)}"
     return f"{name}+{pretrained}"
+
+
+def timm_weights_name(name: str) -> str:
+    """A timm model name with the weights ``--pretrained`` loads: ``resnet50`` is
+    ``resnet50.a1_in1k`` (timm's default tag, the RSB A1 recipe), not torchvision's V1 weights
+    (``resnet50.tv_in1k``) that most published tables use. Registered and open_clip names, and
+    names that carry a tag, are returned as they are."""
+    bare = name.removeprefix("timm:")
+    if "." in bare or "/" in bare:
+        return name
+    try:
+        from timm.models import get_pretrained_cfg, is_model
+    except ImportError:  # pragma: no cover - timm is a dependency
+        return name
+    if not is_model(bare):
+        return name
+    cfg = get_pretrained_cfg(bare)
+    tag = getattr(cfg, "tag", None) if cfg is not None else None
+    return f"{name}.{tag}" if tag else name
 
 
 def _file_digest(path: str | Path) -> str:

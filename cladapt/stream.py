@@ -51,8 +51,8 @@ class StreamOptions:
     class_order: str = param(
         "",
         "class order of a split stream: icarl (numpy seed-1993 permutation, as iCaRL and most "
-        "split-CIFAR papers), seeded (torch permutation of the stream's class_order_seed), "
-        "sorted ('': the stream's own)",
+        "split-CIFAR papers), janson2022 (the simple-baseline paper's CIFAR-100 order), seeded "
+        "(torch permutation of the stream's class_order_seed), sorted ('': the stream's own)",
     )
 
 
@@ -79,6 +79,10 @@ class Stream:
     embedded: bool = False  # built from data inside installed packages (set by the runner)
     settings: tuple[str, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)  # protocol parameter overrides
+    # per strategy name, its parameters on this stream (the official scripts' per-dataset
+    # settings, e.g. EATA's ImageNet lr, MCC's Office budget), over ``defaults``, for that
+    # strategy's runs only (its own and the protocol's parameters)
+    strategy_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
     notes: list[str] = field(
         default_factory=list

@@ -7,8 +7,8 @@ task, per-task rates) makes them ZSCL's Continual-FT baseline.
 - zero-shot: the pre-trained model, never trained (MTIL's reference row).
 - wise-ft: Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022. After every task
   the fine-tuned weights are interpolated with an anchor: theta = alpha * theta_ft +
-  (1 - alpha) * theta_anchor. The anchor is the zero-shot model (the WiSE-FT paper, and this
-  issue's definition); ZSCL's MTIL script ``WiSE_finetune.sh`` interpolates with the model at the
+  (1 - alpha) * theta_anchor. The anchor is the zero-shot model (the WiSE-FT paper's
+  definition); ZSCL's MTIL script ``WiSE_finetune.sh`` interpolates with the model at the
   start of the task instead (``--set wise_anchor=previous``), alpha = 0.8 in both.
 - zscl: Zheng et al., "Preventing Zero-Shot Transfer Degradation in Continual Learning of
   Vision-Language Models", ICCV 2023; defaults from the official ``mtil/scripts/ZSCL.sh`` and

@@ -17,8 +17,10 @@ et al., "Domain-Adversarial Training of Neural Networks", JMLR 2016.
   that measurement, and say so.
 - Domain classifier on the (bottleneck) features: for the small embedded CNN the paper's
   digit head ``x -> 100 -> ReLU -> 2`` (softmax); for wide features the paper's Office head
-  ``x -> 1024 -> 1024 -> 1`` (ReLU, dropout 0.5, logistic). ``domain_head=auto`` picks the
-  small head for feature widths below 256.
+  ``x -> 1024 -> 1024 -> 1`` (ReLU, dropout 0.5, logistic), which is also the official CDAN
+  code's ``AdversarialNetwork``. ``domain_head=auto`` picks the small head for feature widths
+  below 256. tllib's ``DomainDiscriminator`` defaults to BatchNorm1d in place of the dropout:
+  ``domain_head=large-bn``.
 - Source and target go through the network in one concatenated batch (tllib), so BatchNorm
   normalises both domains together in training.
 
@@ -82,9 +84,19 @@ def adaptation_factor(p: float, gamma: float = 10.0) -> float:
     return 2.0 / (1.0 + math.exp(-gamma * p)) - 1.0
 
 
-def domain_classifier(dim: int, kind: Literal["small", "large"]) -> nn.Module:
+def domain_classifier(dim: int, kind: Literal["small", "large", "large-bn"]) -> nn.Module:
     if kind == "small":
         return nn.Sequential(nn.Linear(dim, 100), nn.ReLU(inplace=True), nn.Linear(100, 2))
+    if kind == "large-bn":  # tllib's DomainDiscriminator(batch_norm=True), its default
+        return nn.Sequential(
+            nn.Linear(dim, 1024),
+            nn.BatchNorm1d(1024),
+            nn.ReLU(),
+            nn.Linear(1024, 1024),
+            nn.BatchNorm1d(1024),
+            nn.ReLU(),
+            nn.Linear(1024, 1),
+        )
     return nn.Sequential(
         nn.Linear(dim, 1024),
         nn.ReLU(inplace=True),
@@ -115,9 +127,12 @@ class DANNConfig(SourceOnlyConfig):
         "(tllib; thuml/CDAN's calc_coeff); progress: the paper's lambda_p over training progress",
     )
     warm_iters: int = param(1000, "iterations of the warm start (tllib max_iters = 1000)", ge=1)
-    domain_head: Literal["auto", "small", "large"] = param(
+    domain_head: Literal["auto", "small", "large", "large-bn"] = param(
         "auto",
-        "small: x-100-2 (digits); large: x-1024-1024-1 (Office); auto: small below 256 features",
+        "small: x-100-2 (the paper's digits head); large: x-1024-1024-1 with dropout 0.5 (the "
+        "paper's Office head, thuml/CDAN's AdversarialNetwork); large-bn: the same with "
+        "BatchNorm instead of dropout (tllib's DomainDiscriminator default); auto: small below "
+        "256 features, else large",
     )
 
 

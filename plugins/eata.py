@@ -139,7 +139,9 @@ class EATA(Strategy):
 
     @hookimpl
     def cladapt_reset(self, run: Run) -> None:
-        self.running_probs = None  # the official reset forgets the moving average too
+        """Nothing of EATA's own: the protocol restores model and optimizer, as the official
+        ``EATA.reset()`` does, which leaves ``current_model_probs`` (the moving average of the
+        predictions the redundancy filter compares with) as it was."""
 
     def _anti_forgetting(self) -> torch.Tensor:
         return self.cfg.fisher_alpha * sum(

@@ -12,7 +12,10 @@ Followed line by line:
   E0; gradient there; back to theta and an SGD (momentum 0.9) step with that gradient.
 - Model recovery: an exponential moving average (0.9) of the second loss; when it falls below
   ``reset_em`` (0.2) the model and the optimizer are reset to their initial state — a collapsed
-  model (trivially confident on everything) is restored.
+  model (trivially confident on everything) is restored. The average is kept through the
+  recovery, as the official ``SAR.forward`` does (``reset()`` sets it to None, then
+  ``self.ema = ema`` writes the low value back), so recovery repeats on the following batches
+  until the loss average rises above ``reset_em``; ``recovery_ema=cleared`` restarts it instead.
 - The scored logits are those of the first forward pass.
 
 Defaults: the peer benchmark's CIFAR configuration (mariodoebler/test-time-adaptation:
@@ -29,6 +32,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -58,6 +62,12 @@ class SARConfig:
     )
     reset_em: float = param(
         0.2, "model recovery: reset when the moving average of the loss falls below this", ge=0
+    )
+    recovery_ema: Literal["kept", "cleared"] = param(
+        "kept",
+        "the loss average after a recovery: kept (the official sar.py: reset() clears it, then "
+        "forward() writes the low value back, so the next batches recover again until it rises) "
+        "or cleared (restart the average)",
     )
 
 
@@ -137,8 +147,9 @@ class SAR(Strategy):
 
     def _recover(self, run: Run) -> None:
         run.model.load_state_dict(self.initial[0])
-        run.optimizer.load_state_dict(self.initial[1])
-        self.loss_ema = None
+        run.optimizer.load_state_dict(copy.deepcopy(self.initial[1]))
+        if self.cfg.recovery_ema == "cleared":
+            self.loss_ema = None
 
     @hookimpl
     def cladapt_reset(self, run: Run) -> None:

@@ -1,6 +1,8 @@
 """Corruption streams: the released -C formats (written here in miniature), digits-c, and the
 continual / episodic / gradual / mixed settings."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -28,6 +30,12 @@ def _write_cifar_c(root, per_severity=6, classes=10):
     return d
 
 
+def _sha8(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+
+
 def _checkpoint(path, classes, size=32):
     save_checkpoint(path, SmallCNN(num_classes=classes).state_dict(), {"test": True})
     return str(path)
@@ -44,7 +52,13 @@ def test_cifar10_c_reader_slices_severities(tmp_path, catalog, out):
     x2, _ = stream.experiences[3].at_severity(2).tensors
     assert int(x2[0, 0, 0, 0]) == 10 * 2 + 3
     assert stream.notes and "no CIFAR10" in stream.notes[0]  # no clean CIFAR-10 here
-    ckpt = _checkpoint(tmp_path / "m.pt", 10)
+    # the stream's default model is RobustBench's Standard WRN-28-10, and a checkpoint in
+    # RobustBench's format ({"state_dict"}, DataParallel's "module." names) loads into it
+    from cladapt.models.robustbench import WideResNet
+
+    reference = WideResNet(28, 10, 10)
+    ckpt = tmp_path / "Standard.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, ckpt)
     spec = RunSpec(
         "cifar10-c",
         "bn-adapt",
@@ -52,10 +66,11 @@ def test_cifar10_c_reader_slices_severities(tmp_path, catalog, out):
         out=out,
         device="cpu",
         data_root=str(tmp_path),
-        checkpoint=ckpt,
+        checkpoint=str(ckpt),
     )
     outcome = execute(spec, catalog)
     df = read_results(out)
+    assert set(df.model) == {f"wrn-28-10@Standard.pt#{_sha8(ckpt)}"}
     assert len(df[(df.row_type == "eval") & (df.metric == "error")]) == 15
     assert 0 <= outcome.summary["mean_error"] <= 100
 
@@ -185,3 +200,67 @@ def test_mixed_setting_scores_each_domain_like_the_sequential_run_for_source(c3_
 def test_missing_imagenet_c_dir_is_a_data_error(tmp_path, catalog):
     with pytest.raises(DataError, match="gaussian_noise/5"):
         catalog.streams.get("imagenet-c").factory(data_root=str(tmp_path))
+
+
+def test_imagenet_c_runs_each_method_at_its_official_imagenet_settings(tmp_path, catalog):
+    """EATA / SAR / Tent at SGD 2.5e-4 (batch 64), EATA's d_margin 0.05 and Fisher weight 2000,
+    CoTTA's ImageNet threshold and restore rate: per-strategy stream settings, under --set."""
+    from cladapt.planning import effective_values, plan
+
+    _write_imagenet_c(tmp_path, per_class=1)
+    ckpt = _checkpoint(tmp_path / "m.pt", 2)
+
+    def planned(stream, strategy, sets=None):
+        spec = RunSpec(stream, strategy, sets or {}, out=None, device="cpu", model="small-cnn")
+        if stream.startswith("imagenet"):
+            spec = dataclasses.replace(spec, data_root=str(tmp_path), checkpoint=ckpt)
+        return plan(spec, catalog)
+
+    eata = planned("imagenet-c", "eata").layered.strategy
+    assert (eata.optimizer, eata.lr, eata.d_margin, eata.fisher_alpha) == (
+        "sgd",
+        2.5e-4,
+        0.05,
+        2000,
+    )
+    assert planned("imagenet-c-5k", "sar").layered.strategy.lr == 2.5e-4
+    tent = planned("imagenet-c", "tent").layered.strategy
+    assert (tent.optimizer, tent.lr) == ("sgd", 2.5e-4)
+    cotta = planned("imagenet-c", "cotta").layered.strategy
+    assert (cotta.confidence_threshold, cotta.restore_prob) == (0.1, 0.001)
+    # the CIFAR-style defaults stay elsewhere; --set still wins; describe says where each is from
+    assert planned("digits-c", "eata").layered.strategy.lr == 1e-3
+    assert planned("imagenet-c", "eata", {"lr": "1e-4"}).layered.strategy.lr == 1e-4
+    sources = {(g, k): src for g, k, _, src in effective_values(planned("imagenet-c", "eata"))}
+    assert sources[("strategy eata", "d_margin")] == "stream imagenet-c"
+    assert sources[("strategy eata", "entropy_margin")] == "default"
+
+
+def test_robustbench_checkpoints_load_by_their_own_parameter_names(tmp_path):
+    """wrn-28-10 / resnext-29-augmix keep RobustBench's names (a randomly initialised model saved
+    as RobustBench saves it loads strictly, and computes the same function); the AugMix ResNeXt's
+    normalisation constants are not in its released checkpoint and need not be."""
+    from cladapt.models.checkpoints import load_into
+    from cladapt.models.robustbench import AugMixResNeXt, WideResNet
+
+    wrn = WideResNet(28, 10, 10)
+    assert sum(p.numel() for p in wrn.parameters()) == 36_479_194  # WRN-28-10 on CIFAR-10
+    assert {
+        "block1.layer.0.convShortcut.weight",
+        "block2.layer.3.bn2.running_var",
+        "fc.bias",
+    } <= set(wrn.state_dict())
+    rnx = AugMixResNeXt(29, 4, 32, 100)
+    assert "mu" not in rnx.state_dict() and "stage_3.2.conv_expand.weight" in rnx.state_dict()
+    assert tuple(rnx.state_dict()["stage_1.0.conv_conv.weight"].shape) == (128, 32, 3, 3)
+    x = torch.rand(2, 3, 32, 32)
+    for make in (lambda: WideResNet(28, 10, 10), lambda: AugMixResNeXt(29, 4, 32, 100)):
+        torch.manual_seed(0)
+        saved = make().eval()
+        path = tmp_path / "ckpt.pt"
+        torch.save({"state_dict": {f"module.{k}": v for k, v in saved.state_dict().items()}}, path)
+        torch.manual_seed(1)
+        fresh = make().eval()
+        load_into(fresh, path)
+        with torch.no_grad():
+            assert torch.equal(fresh(x), saved(x))

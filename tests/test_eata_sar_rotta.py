@@ -73,6 +73,19 @@ def test_eata_fisher_is_computed_on_source_and_holds_parameters_back(catalog):
     assert drift[1e6] < 0.5 * drift[0.0]
 
 
+def test_eata_reset_keeps_the_moving_average_of_predictions(catalog):
+    """The official EATA.reset() restores model and optimizer and leaves current_model_probs:
+    after an episodic reset the redundancy filter still compares with the average so far."""
+    model = _model_with_source_stats()
+    run = _run_with_source(model)
+    eata = _strategy(catalog, "eata", entropy_margin=1.0, d_margin=2.0, fisher_alpha=0.0)
+    eata.cladapt_setup(run=run)
+    eata.cladapt_adapt(run=run, batch=Batch(x=torch.rand(16, 3, 32, 32)))
+    before = eata.running_probs.clone()
+    eata.cladapt_reset(run=run)
+    assert eata.running_probs is not None and torch.equal(eata.running_probs, before)
+
+
 # --- SAR ----------------------------------------------------------------------------------
 
 
@@ -123,9 +136,23 @@ def test_sar_resets_a_collapsed_model_and_its_optimizer(catalog):
     sar.cladapt_setup(run=run)
     initial = copy.deepcopy(model.state_dict())
     sar.cladapt_adapt(run=run, batch=Batch(x=torch.rand(16, 3, 32, 32)))
-    assert sar.recoveries == 1 and sar.loss_ema is None
+    # the official SAR.forward writes the low loss average back after reset(): it is kept
+    assert sar.recoveries == 1 and sar.loss_ema is not None and sar.loss_ema < 0.2
     assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items())
     assert run.optimizer.state_dict()["state"] == {}  # momentum buffers gone too
+    # still collapsed and the average still low: it recovers again, and each recovery restores
+    # the very initial optimizer state (loading it must not let later steps write into it)
+    sar.cladapt_adapt(run=run, batch=Batch(x=torch.rand(16, 3, 32, 32)))
+    assert sar.recoveries == 2 and run.optimizer.state_dict()["state"] == {}
+    assert sar.initial[1]["state"] == {}
+    cleared = _strategy(catalog, "sar", recovery_ema="cleared")
+    model2 = _model_with_source_stats()
+    with torch.no_grad():
+        model2.head.weight.mul_(1000)
+    run2 = _fake_run(model2)
+    cleared.cladapt_setup(run=run2)
+    cleared.cladapt_adapt(run=run2, batch=Batch(x=torch.rand(16, 3, 32, 32)))
+    assert cleared.recoveries == 1 and cleared.loss_ema is None
 
 
 # --- RoTTA --------------------------------------------------------------------------------

@@ -132,6 +132,33 @@ def test_splits_are_zscls(mtil_root):
         )
         assert list(test.indices) == list(expected[1].indices)
         assert train.dataset is not test.dataset  # each split has its own transform
+    # SUN397 lists its files by walking the disk: sorted, the split is the same on every machine
+    train, test, _, _ = open_mtil_dataset(mtil_root, "SUN397", 8)
+    files = [str(f) for f in test.dataset._image_files]
+    assert files == sorted(files)
+
+
+def test_sun397_split_does_not_depend_on_file_system_order(mtil_root):
+    from cladapt.data.mtil import sorted_files, torchvision_class
+
+    def held_out(reverse: bool) -> list[str]:
+        ds = torchvision_class("SUN397")(str(mtil_root))
+        ds._image_files.sort(reverse=reverse)  # two machines, two directory orders
+        ds._labels = [
+            ds.class_to_idx["/".join(p.relative_to(ds._data_dir).parts[1:-1])]
+            for p in ds._image_files
+        ]
+        ds = sorted_files(ds)
+        return [str(ds._image_files[i]) for i in zscl_indices(len(ds))]
+
+    assert held_out(False) == held_out(True)
+
+
+def zscl_indices(n: int) -> list[int]:
+    parts = torch.utils.data.random_split(
+        range(n), [int(0.8 * n), n - int(0.8 * n)], generator=torch.Generator().manual_seed(42)
+    )
+    return list(parts[1].indices)
 
 
 def test_training_images_get_zscls_random_resized_crop(mtil_root):
@@ -448,3 +475,33 @@ def test_lwf_clip_distils_from_the_previous_task_on_the_current_tasks_data(catal
     assert outcome.run.strategy.we_model is None
     assert seen[0][3] != seen[1][3]  # each task distils over its own class prompts
     assert 0 < outcome.summary["last"] <= 100
+
+
+def test_openai_clip_weights_are_built_with_quick_gelu(tmp_path, monkeypatch):
+    """OpenAI's CLIP was trained with QuickGELU; open_clip >= 2.29 builds ViT-B-16 with GELU and
+    only warns. The weights' provenance decides: a tag by open_clip's pretrained config, a file by
+    being a TorchScript archive (OpenAI's release format)."""
+    import open_clip
+
+    from cladapt.errors import DataError
+    from cladapt.models.clip import create_open_clip, needs_quick_gelu
+
+    assert needs_quick_gelu("ViT-B-16", "openai") and needs_quick_gelu("RN50", "openai")
+    assert not needs_quick_gelu("ViT-B-16", "laion2b_s34b_b88k")
+    assert not needs_quick_gelu("ViT-B-16", None)
+    jit = tmp_path / "ViT-B-16.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(jit))
+    plain = tmp_path / "state.bin"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), plain)
+    assert needs_quick_gelu("ViT-B-16", str(jit)) and not needs_quick_gelu("ViT-B-16", str(plain))
+
+    seen = {}
+
+    def spy(arch, **kwargs):
+        seen[arch] = kwargs
+        raise RuntimeError("offline")
+
+    monkeypatch.setattr(open_clip, "create_model", spy)
+    with pytest.raises(DataError, match="not available offline"):
+        create_open_clip("ViT-B-16", 10, (3, 224, 224), pretrained="openai")
+    assert seen["ViT-B-16"]["force_quick_gelu"] is True

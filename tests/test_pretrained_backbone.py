@@ -17,6 +17,10 @@ def test_the_model_column_names_the_weights(tmp_path):
     assert model_label("small-cnn", False, None) == "small-cnn"
     assert model_label("small-cnn", True, None) == "small-cnn+pretrained"
     assert model_label("ViT-B-16", "openai", None) == "ViT-B-16+openai"
+    # timm's default weights are named by their tag: resnet50's is RSB A1, not torchvision's V1
+    assert model_label("resnet50", True, None) == "resnet50.a1_in1k+pretrained"
+    assert model_label("resnet50.tv_in1k", True, None) == "resnet50.tv_in1k+pretrained"
+    assert model_label("resnet50", True, None, registered=True) == "resnet50+pretrained"
     for folder, content in (("a", b"weights one"), ("b", b"weights two")):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "source.pt").write_bytes(content)
@@ -116,3 +120,13 @@ def test_a_trunk_that_cannot_be_loaded_is_an_error_not_random_weights(tmp_path, 
         lp.load_pretrained_backbone(SmallCNN(num_classes=10), (3, 32, 32))
     assert outside.is_file()
     outside.unlink()
+
+
+def test_real_resnet50_streams_default_to_torchvisions_v1_weights():
+    """The published ImageNet-C (CoTTA, EATA, SAR) and Office (tllib, DANN, CDAN) numbers come from
+    torchvision's V1 ResNet-50; timm's plain ``resnet50`` loads another network (RSB A1)."""
+    from cladapt.streams.common import definitions
+
+    d = definitions()
+    for stream in ("imagenet-c", "imagenet-c-5k", "office31", "officehome"):
+        assert d[stream]["defaults"]["model"] == "resnet50.tv_in1k", stream

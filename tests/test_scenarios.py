@@ -102,9 +102,10 @@ def test_pretrained_weights_offline_name_the_way_out(catalog, monkeypatch):
 
 
 def test_split_cifar100_in_icarls_order_at_a_chosen_image_size(catalog, tmp_path, out):
-    """The simple-baseline setting through the CLI's --set: iCaRL's class order (the published
-    seed-1993 order: 68, 56, 78, 8, 23, ...) with torchvision's real CIFAR-100 names, images
-    resized for a ViT, and the order recorded in params_json."""
+    """Split CIFAR-100 through the CLI's --set: iCaRL's class order (the published seed-1993
+    order: 68, 56, 78, 8, 23, ...) with torchvision's real CIFAR-100 names, images resized for a
+    ViT, and the order recorded in params_json; the simple-baseline paper's code uses its own
+    order (87, 0, 52, ...), class_order=janson2022."""
     import json
 
     from mtil_fakes import RAW_NAMES, cifar100
@@ -114,6 +115,11 @@ def test_split_cifar100_in_icarls_order_at_a_chosen_image_size(catalog, tmp_path
     cifar100(tmp_path)
     stream = catalog.streams.get("split-cifar100").factory(data_root=str(tmp_path))
     assert stream.facts["classes"][:5] == [68, 56, 78, 8, 23]
+    janson = catalog.streams.get("split-cifar100").factory(
+        data_root=str(tmp_path), class_order="janson2022"
+    )
+    assert janson.facts["classes"][:5] == [87, 0, 52, 58, 44]
+    assert sorted(janson.facts["classes"]) == list(range(100))
     names = RAW_NAMES["CIFAR100"]
     assert stream.class_names[:3] == [names[68], names[56], names[78]]  # e.g. 'road', 'pine_tree'
     spec = RunSpec(

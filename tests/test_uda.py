@@ -3,6 +3,7 @@ inputs, the Office defaults (tllib's recipe), oracle marking, and no target labe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ from cladapt.plugins.dann import (
     multilinear,
 )
 from cladapt.plugins.uda import mcc_loss
+from cladapt.streams.common import definitions
 
 from cladapt.data.uda_pairs import (
     blend_with_photographs,
@@ -152,6 +154,13 @@ def test_domain_heads_follow_the_paper():
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in small)
     large = domain_classifier(256, "large")
     assert [m.out_features for m in large if isinstance(m, torch.nn.Linear)] == [1024, 1024, 1]
+    # the paper's / thuml/CDAN's Office head: dropout; tllib's default: BatchNorm instead
+    assert sum(isinstance(m, torch.nn.Dropout) for m in large) == 2
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in large)
+    tllib = domain_classifier(256, "large-bn")
+    assert [m.out_features for m in tllib if isinstance(m, torch.nn.Linear)] == [1024, 1024, 1]
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in tllib) == 2
+    assert not any(isinstance(m, torch.nn.Dropout) for m in tllib)
 
 
 # ------------------------------------------------------------------ defaults and the oracle
@@ -173,7 +182,25 @@ def test_office_streams_use_tllibs_recipe(tmp_path):
     )
     assert (cfg.lr, cfg.momentum, cfg.lr_alpha, cfg.lr_beta) == (0.01, 0.9, 10.0, 0.75)
     assert stream.defaults["iterations"] == 20000 and stream.defaults["iters_per_epoch"] == 1000
-    assert stream.defaults["model"] == "resnet50" and stream.defaults["pretrained"] is True
+    assert stream.defaults["model"] == "resnet50.tv_in1k" and stream.defaults["pretrained"] is True
+    # per method, as its script and official code: CDAN's full multilinear map, MCC's budget
+    cdan = build_config(CDAN.Config, _stream_defaults(stream, CDAN.Config, "cdan"))
+    assert cdan.randomized == "off" and cfg.randomized == "auto"
+    from cladapt.planning import plan
+
+    def planned(strategy):
+        spec = RunSpec("office31-A-W", strategy, {}, out=None, device="cpu", model="small-cnn")
+        spec = dataclasses.replace(spec, data_root=str(tmp_path), pretrained=False)
+        return plan(spec, catalog).layered
+
+    mcc = planned("mcc")
+    assert (mcc.strategy.bottleneck_dim, mcc.protocol.iterations) == (1024, 10000)
+    assert mcc.protocol.iters_per_epoch == 500
+    dann = planned("dann")
+    assert (dann.strategy.bottleneck_dim, dann.protocol.iterations) == (256, 20000)
+    home = definitions()["officehome"]
+    assert home["defaults"]["iterations"] == 30000  # tllib's Office-Home scripts: --epochs 30
+    assert home["strategy_defaults"]["mcc"]["bottleneck_dim"] == 2048
 
 
 def test_uda_recipe_groups_and_lr_multiplier(extra_catalog, out):
@@ -219,6 +246,39 @@ def test_target_oracle_is_marked_and_trains_on_target_labels(extra_catalog, out)
     # a run with --set values of its own is its own leaderboard entry, named with them
     label = "target-oracle [iterations=30, iters_per_epoch=30]"
     assert bool(board.loc[board.strategy == label, "oracle"].iloc[0])
+
+
+def test_best_epoch_on_target_labels_is_an_oracle_and_scores_the_best_epoch(
+    extra_catalog, tmp_path
+):
+    """selection=best-target-oracle (how the published Office tables pick their epoch) scores
+    the evaluated epoch with the best target test accuracy and marks the run an oracle."""
+    from cladapt.leaderboard import aggregate
+    from cladapt.results import read_results
+
+    sets = {"iterations": "90", "iters_per_epoch": "30"}
+    scored = {}
+    for selection in ("last", "best-target-oracle"):
+        out = tmp_path / f"{selection}.csv"
+        spec = RunSpec(
+            "test-digits-uda-noise",
+            "source-only",
+            sets | {"selection": selection},
+            out=out,
+            device="cpu",
+        )
+        outcome = execute(spec, extra_catalog)
+        df = read_results(out)
+        per_epoch = df[(df.metric == "target_accuracy") & df.trained_upto.str.startswith("epoch")]
+        scored[selection] = (outcome.summary, per_epoch.set_index("trained_upto").value)
+    last, curve = scored["last"]
+    best, same_curve = scored["best-target-oracle"]
+    assert curve.equals(same_curve)  # the same training; only which epoch is scored differs
+    assert last["target_accuracy"] == pytest.approx(curve["epoch3"])
+    assert best["target_accuracy"] == pytest.approx(curve.max())
+    assert "oracle" not in last and best["oracle"] == 1.0
+    board = aggregate.aggregate(aggregate.load([tmp_path / "best-target-oracle.csv"]))
+    assert bool(board.oracle.iloc[0])
 
 
 def test_dann_keeps_the_source_accuracy_of_source_only(extra_catalog, out):

@@ -123,3 +123,28 @@ def test_missing_mnist_files_name_the_path(catalog, tmp_path):
     write_mnist_and_mnistm(tmp_path / "other")
     with pytest.raises(DataError, match="MNIST"):
         catalog.streams.get("mnist-mnistm").factory(data_root=str(tmp_path))
+
+
+def test_office_images_are_transformed_as_tllib_does():
+    """tllib (resizing='default'): the image squashed to 256 x 256 by PIL's resize, then the
+    central 224 x 224 for evaluation, a RandomResizedCrop(224, scale 0.08-1) + flip for training."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    from cladapt.data.folders import IMAGENET_MEAN, IMAGENET_STD, imagenet_transform
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    squashed = img.resize((256, 256))
+    expected = TF.normalize(
+        TF.to_tensor(squashed.crop((16, 16, 240, 240))), IMAGENET_MEAN, IMAGENET_STD
+    )
+    assert torch.allclose(imagenet_transform(224, train=False)(img), expected, atol=1e-6)
+    train = imagenet_transform(224, train=True)
+    torch.manual_seed(0)
+    draws = [train(img) for _ in range(3)]
+    assert all(d.shape == (3, 224, 224) for d in draws) and not torch.equal(draws[0], draws[1])
+    crop = next(t for t in train.transforms if type(t).__name__ == "RandomResizedCrop")
+    assert crop.scale == (0.08, 1.0)

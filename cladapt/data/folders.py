@@ -23,18 +23,38 @@ from cladapt.errors import DataError
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+class ResizeSquare:
+    """PIL's ``Image.resize`` to ``size`` x ``size`` with its default filter (bicubic), the
+    aspect ratio not kept: tllib's ``ResizeImage`` (``tllib/vision/transforms``)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, img):
+        return img.resize((self.size, self.size))
+
+    def __repr__(self) -> str:
+        return f"ResizeSquare({self.size})"
+
+
 def imagenet_transform(size: int, train: bool) -> T.Compose:
-    """Resize 256 -> crop 224 (random + flip for training, centre for evaluation), normalised."""
+    """tllib's image-classification DA transforms (``examples/domain_adaptation/
+    image_classification/utils.py``, ``resizing='default'``), normalised with ImageNet's
+    statistics: the image resized to 256 x 256, then for training a RandomResizedCrop of 224
+    (area 8-100 %, aspect 3/4-4/3) and a horizontal flip, for evaluation the central 224 x 224.
+    ``size`` other than 224 scales the 256 with it."""
     resize = int(round(size * 256 / 224))
     crop = (
-        [T.RandomResizedCrop(size, scale=(0.5, 1.0)), T.RandomHorizontalFlip()]
-        if train
-        else [
-            T.Resize(resize),
-            T.CenterCrop(size),
+        [
+            T.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)),
+            T.RandomHorizontalFlip(),
         ]
+        if train
+        else [T.CenterCrop(size)]
     )
-    return T.Compose([*crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return T.Compose(
+        [ResizeSquare(resize), *crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
 
 
 def find_domain_dir(root: Path, candidates: Sequence[str]) -> Path:

@@ -133,8 +133,24 @@ def torchvision_class(name: str):
     return cls
 
 
+def sorted_files(ds: Dataset) -> Dataset:
+    """A torchvision dataset that lists its files by walking the disk (SUN397: ``rglob``) holds
+    them in the file system's order, which differs between machines; ZSCL's seeded split then
+    cuts a different train / test. The files (and their labels) sorted by path make the split
+    the same everywhere. ZSCL's own code does not sort: its split is the order of the machine it
+    ran on."""
+    files, labels = getattr(ds, "_image_files", None), getattr(ds, "_labels", None)
+    if files is not None and labels is not None:
+        order = sorted(range(len(files)), key=lambda i: str(files[i]))
+        ds._image_files = [files[i] for i in order]
+        ds._labels = [labels[i] for i in order]
+    return ds
+
+
 def zscl_split(ds: Dataset, train: bool) -> Dataset:
-    """ZSCL's ``split_dataset``: random_split into int(0.8 n) / rest with seed 42."""
+    """ZSCL's ``split_dataset``: random_split into int(0.8 n) / rest with seed 42 (of the files in
+    sorted order: :func:`sorted_files`)."""
+    ds = sorted_files(ds)
     n = len(ds)
     n_train = int(TRAIN_FRACTION * n)
     parts = torch.utils.data.random_split(

@@ -80,7 +80,8 @@ def load_cached(model: torch.nn.Module, path: Path) -> bool:
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load with ``weights_only=True`` (no arbitrary code from pickles). Accepts cladapt's own
-    ``{"state_dict", "meta"}`` files and plain state dicts."""
+    ``{"state_dict", "meta"}`` files, RobustBench's ``{"state_dict"}`` files and plain state
+    dicts."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"checkpoint not found: {path}")
@@ -99,10 +100,18 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"cannot load checkpoint {path}: {reason}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        return obj["state_dict"], dict(obj.get("meta") or {})
+        return _unwrapped(obj["state_dict"]), dict(obj.get("meta") or {})
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, {}
+        return _unwrapped(obj), {}
     raise DataError(f"checkpoint {path} holds no state dict")
+
+
+def _unwrapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Parameter names without the ``module.`` prefix that ``nn.DataParallel`` adds when every
+    name has it (RobustBench's checkpoints are saved that way; its loader drops it too)."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k.removeprefix("module."): v for k, v in state.items()}
+    return state
 
 
 def load_into(model: torch.nn.Module, path: str | os.PathLike) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -180,6 +181,31 @@ def _pretrained_tag(arch: str, pretrained: bool | str) -> str | None:
     return "openai" if "openai" in tags else tags[0]
 
 
+def needs_quick_gelu(arch: str, tag: str | None) -> bool:
+    """Whether the weights were trained with QuickGELU (OpenAI's CLIP): open_clip >= 2.29 builds
+    ``ViT-B-16`` with ``nn.GELU`` and only warns on a mismatch (ImageNet zero-shot 64.4 instead
+    of 68.3, mlfoundations/open_clip#1109). A tag says so in open_clip's pretrained config; a
+    weights file does when it is a TorchScript archive, the format OpenAI released (a state dict
+    converted from it cannot be told apart: name the ``-quickgelu`` architecture for it)."""
+    import open_clip
+
+    if tag is None:
+        return False
+    path = Path(tag).expanduser()
+    if path.is_file():
+        return _is_torchscript(path)
+    return bool(open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False))
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
 def create_open_clip(
     name: str,
     num_classes: int,
@@ -198,7 +224,12 @@ def create_open_clip(
     try:
         # hub download failures are logged before they raise: the one-line error below says it
         logging.disable(logging.ERROR)
-        clip = open_clip.create_model(arch, pretrained=tag, force_image_size=input_shape[1])
+        clip = open_clip.create_model(
+            arch,
+            pretrained=tag,
+            force_image_size=input_shape[1],
+            force_quick_gelu=needs_quick_gelu(arch, tag),
+        )
     except Exception as exc:  # hub downloads fail offline with several exception types
         if tag is None:
             raise CladaptError(f"cannot create open_clip model {arch!r}: {exc}") from None
