@@ -74,14 +74,22 @@ class Joint(Independent):
 
     @hookimpl
     def cladapt_train_step(self, run: Run, batch: Batch) -> StepOutput:
-        """Task-incremental: the batch mixes tasks, so the logits allowed are those of every task
-        seen so far (the current task's mask alone would make the other labels impossible)."""
+        """Task-incremental: the batch mixes tasks, so each sample is trained on its own task's
+        head — its logits masked to its task's classes, as it is evaluated (the multi-head joint
+        upper bound). One softmax over every seen task's classes would make the tasks compete
+        for each sample, which no task-incremental learner is asked to do."""
         mask = batch.class_mask
         if mask is not None:
-            mask = torch.zeros_like(mask)
-            for e in self.seen(run):
-                mask[e.classes] = True
+            mask = self.task_masks(run, mask)[batch.y]
         return cross_entropy_step(run, batch, mask)
+
+    def task_masks(self, run: Run, like: torch.Tensor) -> torch.Tensor:
+        """(C x C) bool: row c allows the classes of the task that class c belongs to."""
+        table = torch.zeros(like.shape[0], like.shape[0], dtype=torch.bool, device=like.device)
+        for e in self.seen(run):
+            idx = torch.as_tensor(e.classes, device=like.device)
+            table[idx.unsqueeze(1), idx.unsqueeze(0)] = True
+        return table
 
 
 @dataclass

@@ -93,6 +93,44 @@ def test_joint_task_incremental_trains_on_mixed_tasks(catalog, out):
     assert outcome.summary["avg_accuracy"] > 90
 
 
+def test_joint_task_incremental_trains_each_sample_on_its_own_tasks_head():
+    """The multi-head joint bound: a sample of task k competes only with task k's classes (as it
+    is evaluated), with or without label smoothing, never with the other tasks' classes."""
+    from cladapt.plugins.continual import Joint
+
+    from cladapt.batch import Batch
+
+    exps = [types.SimpleNamespace(classes=[0, 1]), types.SimpleNamespace(classes=[2, 3, 4])]
+    run_ = types.SimpleNamespace(
+        stream=types.SimpleNamespace(experiences=exps),
+        experience_index=1,
+        params=types.SimpleNamespace(label_smoothing=0.0),
+        model=torch.nn.Identity(),
+    )
+    joint = Joint.__new__(Joint)
+    current = torch.tensor([False, False, True, True, True])  # the protocol's mask: task 1
+    table = joint.task_masks(run_, current)
+    assert table[0].tolist() == [True, True, False, False, False]
+    assert table[3].tolist() == [False, False, True, True, True]
+    logits = torch.tensor([[2.0, 0.0, 9.0, 9.0, 9.0], [0.0, 0.0, 1.0, 0.0, 0.0]])
+    y = torch.tensor([0, 2])
+    for smoothing in (0.0, 0.1):
+        run_.params.label_smoothing = smoothing
+        got = joint.cladapt_train_step(run=run_, batch=Batch(x=logits, y=y, class_mask=current))
+        # each row's loss over its own task's logits only: task 0's row ignores the 9s
+        rows = [logits[0, :2], logits[1, 2:]]
+        targets = [0, 0]
+        expected = torch.stack(
+            [
+                torch.nn.functional.cross_entropy(
+                    r[None], torch.tensor([t]), label_smoothing=smoothing
+                )
+                for r, t in zip(rows, targets, strict=True)
+            ]
+        ).mean()
+        assert torch.allclose(got.loss, expected, atol=1e-6)
+
+
 def test_lwf_loss_is_soft_cross_entropy_on_old_classes():
     reg = LwF()
     teacher = torch.nn.Linear(4, 6)

@@ -24,6 +24,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class PooledClassifier(nn.Module):
+    """timm's interface over ``forward_features``: global average pooling (RobustBench's
+    ``avg_pool2d(8)`` at 32 px) and the linear layer named ``head_name`` (kept as released)."""
+
+    head_name = "fc"
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return x if pre_logits else self.get_classifier()(x)
+
+    def get_classifier(self) -> nn.Module:
+        return getattr(self, self.head_name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
 class WRNBlock(nn.Module):
     """Pre-activation basic block; parameter names as RobustBench's ``BasicBlock``."""
 
@@ -56,7 +73,7 @@ class WRNGroup(nn.Module):
         return self.layer(x)
 
 
-class WideResNet(nn.Module):
+class WideResNet(PooledClassifier):
     def __init__(self, depth: int = 28, widen: int = 10, num_classes: int = 10) -> None:
         super().__init__()
         if (depth - 4) % 6:
@@ -75,16 +92,6 @@ class WideResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block3(self.block2(self.block1(self.conv1(x))))
         return self.relu(self.bn1(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)  # RobustBench: avg_pool2d(8) at 32 px
-        return x if pre_logits else self.fc(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 class ResNeXtBlock(nn.Module):
@@ -113,7 +120,9 @@ class ResNeXtBlock(nn.Module):
         return F.relu(shortcut + out, inplace=True)
 
 
-class AugMixResNeXt(nn.Module):
+class AugMixResNeXt(PooledClassifier):
+    head_name = "classifier"
+
     def __init__(
         self, depth: int = 29, cardinality: int = 4, base_width: int = 32, num_classes: int = 100
     ) -> None:
@@ -145,16 +154,6 @@ class AugMixResNeXt(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn_1(self.conv_1_3x3((x - self.mu) / self.sigma)), inplace=True)
         return self.stage_3(self.stage_2(self.stage_1(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)  # RobustBench: AvgPool2d(8) at 32 px
-        return x if pre_logits else self.classifier(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _init(model: nn.Module) -> None:
