@@ -435,3 +435,20 @@ def test_run_table_shows_only_the_parameters_that_differ():
     # a tie goes to the value seen first, whatever the hash seed (a rebuilt page is the same)
     tie = pd.DataFrame({"strategy": ["nmc"] * 2, "params_json": ['{"p": false}', '{"p": true}']})
     assert params_differences(tie) == ["", "p=true"]
+
+
+def test_the_peak_memory_column_says_what_it_measured():
+    """peak_memory_mb is the process's RSS on a CPU and the CUDA allocator's peak on a GPU: the
+    column is labelled by what its rows measured (each summary row's note)."""
+    from cladapt.leaderboard.site import peak_label
+
+    def rows(*notes):
+        return pd.DataFrame(
+            {"metric": "peak_memory_mb", "row_type": "summary", "note": list(notes), "value": 1.0}
+        )
+
+    assert peak_label(rows("process_peak_rss", "process_peak_rss")) == "peak RSS MB (process)"
+    assert peak_label(rows("cuda_max_allocated")) == "peak CUDA MB"
+    assert "RSS on CPU rows, CUDA on GPU rows" in peak_label(
+        rows("process_peak_rss", "cuda_max_allocated")
+    )

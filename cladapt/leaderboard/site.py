@@ -67,6 +67,20 @@ LABELS = {
 }
 
 
+PEAK_KINDS = {"process_peak_rss": "peak RSS MB (process)", "cuda_max_allocated": "peak CUDA MB"}
+
+
+def peak_label(rows: pd.DataFrame) -> str:
+    """What the ``peak_memory_mb`` column of these rows measured (each summary row's note says):
+    the process's peak RSS on a CPU (model, data, Python and all), the CUDA allocator's peak on a
+    GPU; neither is the activation memory ``saved for backward MB`` measures."""
+    peaks = rows[(rows.metric == "peak_memory_mb") & (rows.row_type == "summary")]
+    kinds = set(peaks.note.fillna("")) if "note" in peaks else set()
+    if len(kinds) == 1 and (kind := kinds.pop()) in PEAK_KINDS:
+        return PEAK_KINDS[kind]
+    return "peak MB (RSS on CPU rows, CUDA on GPU rows)" if kinds else LABELS["peak_memory_mb"]
+
+
 INTEGER_METRICS = ("trainable_params", "train_flops", "inference_flops", "peak_memory_mb")
 
 
@@ -306,7 +320,7 @@ class _Pages:
             headline=metric,
             direction=direction,
             cols=metric_columns(protocol, st, stream),
-            labels=LABELS,
+            labels=LABELS | {"peak_memory_mb": peak_label(rows)},
             rows=st.to_dict("records"),
             heatmaps=breakdowns(evals, protocol),
             plot=tradeoff_plot(st, stream, protocol) if metric and len(st) else "",
