@@ -452,3 +452,14 @@ def test_the_peak_memory_column_says_what_it_measured():
     assert "RSS on CPU rows, CUDA on GPU rows" in peak_label(
         rows("process_peak_rss", "cuda_max_allocated")
     )
+
+
+def test_the_plot_key_names_only_what_the_plot_draws():
+    from cladapt.leaderboard.site import plot_caption
+
+    one_seed = pd.DataFrame({"mean_error_mean": [5.0, 6.0], "mean_error_std": [float("nan")] * 2})
+    caption = plot_caption(one_seed, "digits-c", "test_time")
+    assert "bars: std" not in caption and "Hollow" not in caption and "Pareto" in caption
+    spread = one_seed.assign(mean_error_std=[0.5, 0.0], oracle=[False, True])
+    caption = plot_caption(spread, "digits-c", "test_time")
+    assert "bars: std" in caption and "Hollow markers: oracle" in caption

@@ -175,6 +175,20 @@ def tradeoff_plot(table: pd.DataFrame, stream: str, protocol: str) -> str:
     return tradeoff_svg(points, x_label, LABELS.get(metric, metric), direction == "max")
 
 
+def plot_caption(table: pd.DataFrame, stream: str, protocol: str) -> str:
+    """The plot's key, only the parts that apply: std bars where some point has a spread over
+    seeds, hollow markers where an oracle reference is drawn."""
+    metric, _ = headline(protocol)
+    if stream.startswith("nevis") and "avg_error_after_learning_mean" in table:
+        metric = "avg_error_after_learning"
+    std = table.get(f"{metric}_std")
+    parts = ["Mean over seeds" + (", bars: std." if std is not None and (std > 0).any() else ".")]
+    parts.append("Dashed: the Pareto front (no other strategy is both cheaper and better).")
+    if "oracle" in table and table.oracle.astype(bool).any():
+        parts.append("Hollow markers: oracle references.")
+    return " ".join(parts)
+
+
 def compute_axis(table: pd.DataFrame) -> str:
     """FLOPs where the protocol counts them, wall time otherwise."""
     col = "train_flops_mean"
@@ -324,6 +338,7 @@ class _Pages:
             rows=st.to_dict("records"),
             heatmaps=breakdowns(evals, protocol),
             plot=tradeoff_plot(st, stream, protocol) if metric and len(st) else "",
+            plot_caption=plot_caption(st, stream, protocol),
             tables=paper_tables(stream, protocol, evals, st),
             runs=self._provenance(rows).to_dict("records"),
             csv=f"../{self.csv_name}",
