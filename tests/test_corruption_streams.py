@@ -264,3 +264,20 @@ def test_robustbench_checkpoints_load_by_their_own_parameter_names(tmp_path):
         load_into(fresh, path)
         with torch.no_grad():
             assert torch.equal(fresh(x), saved(x))
+
+
+def test_every_per_strategy_stream_setting_names_a_strategy_and_its_parameters(catalog):
+    """A typo in a stream's strategy_defaults (a strategy name or a parameter) would silently
+    never apply: every built-in one names a registered strategy and parameters it has."""
+    from cladapt.streams.common import definitions
+
+    from cladapt.protocols import PROTOCOLS
+
+    seen = 0
+    for name, d in definitions().items():
+        protocol = PROTOCOLS[d["protocol"]].Config.__dataclass_fields__
+        for strategy, values in d.get("strategy_defaults", {}).items():
+            fields = set(catalog.strategies.get(strategy).factory.Config.__dataclass_fields__)
+            assert set(values) <= fields | set(protocol), (name, strategy, values)
+            seen += 1
+    assert seen >= 10  # imagenet-c(-5k): 4 each; office31: 2; officehome: 2
