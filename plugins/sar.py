@@ -29,7 +29,6 @@ number is read from the device per batch (the second loss, as the official ``.it
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -44,6 +43,7 @@ from cladapt.context import Run
 from cladapt.errors import ConfigError
 from cladapt.hookspecs import hookimpl
 from cladapt.protocols.base import flag_nonfinite
+from cladapt.protocols.selection import capture, load
 from cladapt.registry import StrategyRegistry
 from cladapt.strategy import Strategy
 
@@ -137,17 +137,13 @@ class SAR(Strategy):
         for p in self.params:
             p.requires_grad_(True)
         run.optimizer = torch.optim.SGD(self.params, lr=self.cfg.lr, momentum=self.cfg.momentum)
-        self.initial = (
-            copy.deepcopy(model.state_dict()),
-            copy.deepcopy(run.optimizer.state_dict()),
-        )
+        self.initial = capture(model, run.optimizer)
         self.margin = self.cfg.entropy_margin * math.log(run.stream.num_classes)
         self.loss_ema: float | None = None
         self.recoveries = 0
 
     def _recover(self, run: Run) -> None:
-        run.model.load_state_dict(self.initial[0])
-        run.optimizer.load_state_dict(copy.deepcopy(self.initial[1]))
+        load(run.model, run.optimizer, self.initial)  # copies: later steps never write into it
         if self.cfg.recovery_ema == "cleared":
             self.loss_ema = None
 
