@@ -84,11 +84,16 @@ class Joint(Independent):
         return cross_entropy_step(run, batch, mask)
 
     def task_masks(self, run: Run, like: torch.Tensor) -> torch.Tensor:
-        """(C x C) bool: row c allows the classes of the task that class c belongs to."""
-        table = torch.zeros(like.shape[0], like.shape[0], dtype=torch.bool, device=like.device)
-        for e in self.seen(run):
-            idx = torch.as_tensor(e.classes, device=like.device)
-            table[idx.unsqueeze(1), idx.unsqueeze(0)] = True
+        """(C x C) bool: row c allows the classes of the task that class c belongs to. The
+        stream's tasks fix it, so it is built once per run (on the masks' device), not per step;
+        rows of tasks not seen yet are never indexed (their labels are not in the data yet)."""
+        table = getattr(self, "_task_masks", None)
+        if table is None or table.device != like.device:
+            table = torch.zeros(like.shape[0], like.shape[0], dtype=torch.bool)
+            for e in run.stream.experiences:
+                idx = torch.as_tensor(e.classes)
+                table[idx.unsqueeze(1), idx.unsqueeze(0)] = True
+            self._task_masks = table = table.to(like.device)
         return table
 
 
