@@ -150,13 +150,19 @@ def breakdowns(evals: pd.DataFrame, protocol: str) -> list[Heatmap]:
     return maps
 
 
+def plotted_metric(table: pd.DataFrame, stream: str, protocol: str) -> tuple[str, str]:
+    """(metric, direction) the trade-off plot shows: the protocol's headline, or on NEVIS
+    streams the NEVIS'22 headline, error after learning."""
+    if stream.startswith("nevis") and "avg_error_after_learning_mean" in table:
+        return "avg_error_after_learning", "min"
+    return headline(protocol)
+
+
 def tradeoff_plot(table: pd.DataFrame, stream: str, protocol: str) -> str:
     """The stream's headline vs compute (training FLOPs where counted, log scale when they span
     decades; wall time otherwise), one point per strategy with its std over seeds, the Pareto
-    front drawn. NEVIS streams plot the NEVIS'22 headline: error after learning vs FLOPs."""
-    metric, direction = headline(protocol)
-    if stream.startswith("nevis") and "avg_error_after_learning_mean" in table:
-        metric, direction = "avg_error_after_learning", "min"
+    front drawn (:func:`plotted_metric`)."""
+    metric, direction = plotted_metric(table, stream, protocol)
     x_metric = compute_axis(table)
     if f"{metric}_mean" not in table or f"{x_metric}_mean" not in table:
         return ""
@@ -178,9 +184,7 @@ def tradeoff_plot(table: pd.DataFrame, stream: str, protocol: str) -> str:
 def plot_caption(table: pd.DataFrame, stream: str, protocol: str) -> str:
     """The plot's key, only the parts that apply: std bars where some point has a spread over
     seeds, hollow markers where an oracle reference is drawn."""
-    metric, _ = headline(protocol)
-    if stream.startswith("nevis") and "avg_error_after_learning_mean" in table:
-        metric = "avg_error_after_learning"
+    metric, _ = plotted_metric(table, stream, protocol)
     std = table.get(f"{metric}_std")
     parts = ["Mean over seeds" + (", bars: std." if std is not None and (std > 0).any() else ".")]
     parts.append("Dashed: the Pareto front (no other strategy is both cheaper and better).")
