@@ -279,7 +279,7 @@ class _Learning:
             restart(run)
         every = cfg.validate_every or num_batches(data, batch_size)
         run.model.train()
-        batches = self._batches(data, mask, steps)
+        batches = self._batches(data, mask, steps, batch_size)
         for step, batch in enumerate(run.progress.track(batches, steps, label)):
             train_step(run, batch, cfg.check_every, meter)
             if validate is not None and step % every == 0 and step < steps - 1:
@@ -289,9 +289,9 @@ class _Learning:
         if validate is not None:
             validate()
 
-    def _batches(self, data, mask, steps: int) -> Iterator[Batch]:
+    def _batches(self, data, mask, steps: int, batch_size: int) -> Iterator[Batch]:
         """``steps`` shuffled batches, epoch after epoch (``run.state['epoch']`` counts them)."""
-        run, batch_size = self.run, training_batch_size(self.cfg, len(data))
+        run = self.run
         epoch, done = 0, 0
         while done < steps:
             epoch += 1
