@@ -5,6 +5,8 @@
 Makes, each with the recipe and code the harness would use at first use:
 - the digits source CNN of digits-c / digits-shift (``small-cnn``, source ``digits-clean-v1``);
 - EcoTTA's meta networks warmed up on that source model (EcoTTA's defaults);
+- ViDA's adapters trained on the same source data (ViDA's defaults; digits-c and digits-shift
+  share the source model, so one short digits-shift run makes them);
 - the small CNN pre-trained on rendered letters (``small-cnn --pretrained``);
 - the tiny CLIP pre-trained on mtil-mini's captions (``clip-tiny-rn``, mtil-mini's model).
 
@@ -59,6 +61,10 @@ def main() -> None:
         (
             "digits source + ecotta warm-up",
             lambda: execute(RunSpec("digits-c", "ecotta", out=None, device="cpu"), catalog),
+        ),
+        (
+            "vida source adapters",
+            lambda: execute(RunSpec("digits-shift", "vida", out=None, device="cpu"), catalog),
         ),
         ("letters trunk", lambda: letters_pretrain.ensure_pretrained((3, 32, 32))),
     ]

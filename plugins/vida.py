@@ -10,26 +10,48 @@ config). What follows the official code:
 - Homeostatic knowledge allotment: the teacher predicts ``augmentations`` (10) augmented views;
   u = 0.1 * mean variance of those logits. If u >= threshold the high-rank adapter's scale is
   1 + u and the low-rank one's 1 - u, else the reverse; the scales apply to student and teacher.
-- Student-teacher: loss = soft cross-entropy of the student against the teacher's prediction on
-  the clean batch; Adam (model lr 1e-4, adapters 1e-5, beta1 0.9); EMA teacher (0.999 for the
-  model and the adapters on CIFAR); stochastic restore of the student (p = 0.1); the teacher's
-  prediction is scored.
+- Student-teacher: loss = soft cross-entropy of the student against the teacher's prediction;
+  Adam (model lr 1e-4, adapters 1e-5, beta1 0.9); EMA teacher (0.999 for the model and the
+  adapters on CIFAR); stochastic restore of the student (p = 0.1); the teacher's prediction on
+  the clean batch is scored.
 
-Deviations, stated: the official ``set_scale`` updates only the low-rank scale (modules have
-both attributes, so its ``elif`` never runs); both scales are set here. For CNNs (the embedded
-small CNN), adapters are 1x1 convolutions in parallel to every 'same'-padded convolution, with
-the convolution's stride, and BatchNorm uses batch statistics in student and teacher (the
-official CIFAR/ImageNet ViDA code is ViT-only). No source warm-up of the adapters (the official
-ImageNet code loads adapters pre-trained on source data; zero-initialised up-projections make the
-model start at the source model instead).
+Where the paper and the official code part, the paper is followed and the code's choice is a
+setting:
+- The target of the consistency loss. The paper's Fig. 2: "the student model processes the
+  original image, while the teacher model processes an augmented version of the same image".
+  The official ``forward_and_adapt`` takes the teacher's prediction on the clean batch instead
+  (``pseudo_label=clean``). The teacher starts as a copy of the student and both see that batch,
+  so that loss has zero gradient until they part, and nothing else makes them part: on the
+  embedded streams ``pseudo_label=clean`` scores exactly as bn-adapt (``benchmarks/vida_vs_bn.py``;
+  on a CPU its gradient is rounding, ~1e-8, which Adam turns into lr-sized steps of no
+  direction). ``augmented`` (default) takes the teacher's prediction on the first of the
+  uncertainty estimate's augmented views (no extra forward pass).
+- Source-trained adapters. The official runs load adapters trained on the source data (the
+  repository's README links the checkpoints; the code that trained them is not released). Here,
+  on streams with labelled source data, the adapters (only) are trained before test time:
+  cross-entropy on the source training split, the source network frozen, BatchNorm on batch
+  statistics as at test time, both scales 1, Adam lr 1e-3, batch 64, 10 epochs, data order
+  fixed (``source_epochs``, ``source_lr``; ``cladapt.source_stage``; the embedded streams' result
+  ships in the package). This recipe is ours, as the official one is unpublished. Streams
+  without source data (e.g. ImageNet-C without ImageNet) start from zero up-projections; the
+  official checkpoints name their modules ``linear_vida``, ``vida_down``/``vida_up`` (r = 1),
+  ``vida_down2``/``vida_up2`` (r = 128), which these modules do not load without a key map.
+
+Other deviations, stated: the official ``set_scale`` updates only the low-rank scale (modules
+have both attributes, so its ``elif`` never runs); both scales are set here. For CNNs (the
+embedded small CNN), adapters are 1x1 convolutions in parallel to every 'same'-padded
+convolution, with the convolution's stride, and BatchNorm uses batch statistics in student and
+teacher (the official CIFAR/ImageNet ViDA code is ViT-only).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cladapt.adaptation import (
@@ -41,9 +63,12 @@ from cladapt.adaptation import (
 from cladapt.batch import Batch
 from cladapt.config import param
 from cladapt.context import Run
-from cladapt.errors import ConfigError
+from cladapt.errors import ConfigError, DataError
 from cladapt.hookspecs import hookimpl
+from cladapt.models.checkpoints import load_checkpoint, weights_digest
+from cladapt.models.factory import Normalized
 from cladapt.registry import StrategyRegistry
+from cladapt.source_stage import train_on_source
 from cladapt.strategy import Strategy
 
 
@@ -120,6 +145,45 @@ def set_scales(model: nn.Module, low: float, high: float) -> None:
             m.scale_low, m.scale_high = low, high
 
 
+def adapter_modules(model: nn.Module) -> nn.ModuleList:
+    """The adapters alone (down and up projections of both ranks, per adapted layer), in model
+    order: what the source stage trains and caches."""
+    return nn.ModuleList(
+        nn.ModuleList([m.vida_down_low, m.vida_up_low, m.vida_down_high, m.vida_up_high])
+        for m in model.modules()
+        if isinstance(m, _Adapted)
+    )
+
+
+OFFICIAL_NAMES = (  # the official inject_vida.py's module names -> this module's
+    (".linear_vida.", ".base."),
+    (".vida_down2.", ".vida_down_high."),
+    (".vida_up2.", ".vida_up_high."),
+    (".vida_down.", ".vida_down_low."),
+    (".vida_up.", ".vida_up_low."),
+)
+
+
+def load_official(model: nn.Module, path: str) -> None:
+    """Load a source-trained ViDA checkpoint into ``model`` (adapters injected): the whole model,
+    adapters included, as the official ``configure_model`` loads it (strict). Accepts the
+    official files (``{"model": state}`` or a plain state dict, ``module.`` prefixes of
+    DataParallel dropped) and this module's own names; a mismatch is a one-line error."""
+    state, _ = load_checkpoint(path)
+    mapped = {}
+    for key, value in state.items():
+        for old, new in OFFICIAL_NAMES:
+            key = key.replace(old, new)
+        mapped[key] = value
+    target = model.model if isinstance(model, Normalized) else model
+    try:
+        target.load_state_dict(mapped)
+    except RuntimeError as exc:
+        lines = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in lines[1:3]) or lines[0]
+        raise DataError(f"--set adapters={path} does not fit the model: {detail[:240]}") from None
+
+
 @dataclass
 class ViDAConfig:
     lr: float = param(
@@ -132,13 +196,36 @@ class ViDAConfig:
     rank_high: int = param(128, "rank of the high-rank adapter", ge=1)
     ema: float = param(0.999, "teacher EMA momentum of the model's parameters", ge=0, le=1)
     ema_adapters: float = param(
-        0.999, "teacher EMA momentum of the adapters (ImageNet: 0.8)", ge=0, le=1
+        0.999,
+        "teacher EMA momentum of the adapters (official CIFAR and ImageNet: 0.999)",
+        ge=0,
+        le=1,
     )
     uncertainty_threshold: float = param(
         0.05, "HKA threshold on u (CIFAR 0.05, ImageNet 0.2)", ge=0
     )
     augmentations: int = param(10, "augmented teacher passes for the uncertainty", ge=1)
     restore_prob: float = param(0.1, "stochastic restore probability per weight", ge=0, le=1)
+    pseudo_label: Literal["augmented", "clean"] = param(
+        "augmented",
+        "teacher input of the consistency loss's target: augmented (the paper's Fig. 2) or "
+        "clean (the official code; zero gradient while teacher and student are equal)",
+    )
+    source_epochs: int = param(
+        10,
+        "epochs of adapter training on the labelled source data before test time (0: none)",
+        ge=0,
+    )
+    source_lr: float = param(1e-3, "Adam learning rate of that source stage", ge=0, le=1)
+    adapters: str = param(
+        "",
+        "checkpoint of source-trained ViDA to start from instead of the source stage: the "
+        "official repository's (linear_vida / vida_down, vida_up / vida_down2, vida_up2) or one "
+        "with this module's names",
+    )
+    optimizer: Literal["adam", "sgd"] = param(
+        "adam", "Adam, beta1 0.9 (official CIFAR) or SGD, Nesterov momentum 0.9 (official ImageNet)"
+    )
 
 
 class ViDA(Strategy):
@@ -151,25 +238,71 @@ class ViDA(Strategy):
     @hookimpl
     def cladapt_setup(self, run: Run) -> None:
         c, model = self.cfg, run.model
-        if not inject_adapters(model, c.rank_low, c.rank_high):
+        source_digest = weights_digest(model)  # the source weights, part of the stage's key
+        # adapters start from a fixed initialisation, so that the one-off source stage (cached)
+        # is the same for every run seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            injected = inject_adapters(model, c.rank_low, c.rank_high)
+        if not injected:
             raise ConfigError(
                 f"vida found no attention linears or 'same' convs in {run.model_name!r}"
             )
         model.to(run.device)
         model.train()
-        model.requires_grad_(True)
         batch_statistics(model)
+        if c.adapters:
+            load_official(model, c.adapters)
+            self.source_trained = True
+        else:
+            self.source_trained = self._source_stage(run, source_digest)
+        model.requires_grad_(True)
         self.source_state = copy.deepcopy(model.state_dict())
         self.teacher = frozen_copy(model)
         self.augment = Augment(run.stream.input_shape[-1], policy=run.stream.tta_augmentation)
         adapters = [p for n, p in model.named_parameters() if "vida_" in n]
         rest = [p for n, p in model.named_parameters() if "vida_" not in n]
-        run.optimizer = torch.optim.Adam(
-            [{"params": rest, "lr": c.lr}, {"params": adapters, "lr": c.adapter_lr}],
-            betas=(0.9, 0.999),
-        )
+        groups = [{"params": rest, "lr": c.lr}, {"params": adapters, "lr": c.adapter_lr}]
+        if c.optimizer == "sgd":
+            run.optimizer = torch.optim.SGD(groups, lr=c.lr, momentum=0.9, nesterov=True)
+        else:
+            run.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999))
         self.high_rank_batches = 0
         self.batches = 0
+
+    def _source_stage(self, run: Run, source_digest: str) -> bool:
+        """Adapters trained on the labelled source data (cross-entropy, every other weight
+        frozen, BatchNorm on batch statistics as at test time, both HKA scales 1), as the
+        official runs start from source-trained adapters; the recipe is this module's (see the
+        module docstring)."""
+        c, model = self.cfg, run.model
+        model.requires_grad_(False)
+        trained = adapter_modules(model)
+        trained.requires_grad_(True)
+
+        def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            with run.autocast():
+                logits = model(x)
+            return F.cross_entropy(logits.float(), y)
+
+        return train_on_source(
+            run,
+            trained,
+            loss,
+            lambda params: torch.optim.Adam(params, lr=c.source_lr),
+            name="vida-adapters",
+            epochs=c.source_epochs,
+            key=dict(
+                source=run.stream.source_id,
+                model=run.model_name,
+                weights=source_digest,
+                epochs=c.source_epochs,
+                lr=c.source_lr,
+                ranks=(c.rank_low, c.rank_high),
+                version=1,
+            ),
+            meta=asdict(c),
+        )
 
     @hookimpl
     def cladapt_reset(self, run: Run) -> None:
@@ -196,10 +329,13 @@ class ViDA(Strategy):
             with torch.no_grad():
                 teacher_logits = self.teacher(x).float()
             outputs = run.model(x)
+        # the paper's teacher sees an augmented view (its Fig. 2): the first view of the
+        # uncertainty estimate, no extra forward pass
+        target = views[0] if c.pseudo_label == "augmented" else teacher_logits
         mean_teacher_step(
             run,
             outputs,
-            teacher_logits,
+            target,
             self.teacher,
             self._momentum,
             self.source_state,
@@ -211,6 +347,7 @@ class ViDA(Strategy):
     def cladapt_describe(self, run: Run) -> dict[str, float]:
         return {
             "high_rank_fraction": round(self.high_rank_batches / max(self.batches, 1), 4),
+            "source_trained_adapters": int(self.source_trained),
             "forward_passes_per_batch": self.cfg.augmentations + 2,
         }
 

@@ -204,7 +204,8 @@ def test_missing_imagenet_c_dir_is_a_data_error(tmp_path, catalog):
 
 def test_imagenet_c_runs_each_method_at_its_official_imagenet_settings(tmp_path, catalog):
     """EATA / SAR / Tent at SGD 2.5e-4 (batch 64), EATA's d_margin 0.05 and Fisher weight 2000,
-    CoTTA's ImageNet threshold and restore rate: per-strategy stream settings, under --set."""
+    CoTTA's ImageNet threshold and restore rate, ViDA's SGD 5e-7 / 2e-7 and threshold 0.2:
+    per-strategy stream settings, under --set."""
     from cladapt.planning import effective_values, plan
 
     _write_imagenet_c(tmp_path, per_class=1)
@@ -228,6 +229,14 @@ def test_imagenet_c_runs_each_method_at_its_official_imagenet_settings(tmp_path,
     assert (tent.optimizer, tent.lr) == ("sgd", 2.5e-4)
     cotta = planned("imagenet-c", "cotta").layered.strategy
     assert (cotta.confidence_threshold, cotta.restore_prob) == (0.1, 0.001)
+    vida = planned("imagenet-c-5k", "vida").layered.strategy
+    assert (vida.optimizer, vida.lr, vida.adapter_lr, vida.uncertainty_threshold) == (
+        "sgd",
+        5e-7,
+        2e-7,
+        0.2,
+    )
+    assert planned("digits-c", "vida").layered.strategy.optimizer == "adam"  # official CIFAR
     # the CIFAR-style defaults stay elsewhere; --set still wins; describe says where each is from
     assert planned("digits-c", "eata").layered.strategy.lr == 1e-3
     assert planned("imagenet-c", "eata", {"lr": "1e-4"}).layered.strategy.lr == 1e-4

@@ -27,7 +27,7 @@ def fresh_cache(tmp_path, monkeypatch):
 def test_manifest_lists_every_shipped_file_with_its_digests():
     files = shipped.manifest()
     kinds = {key.split("/")[1].split("-")[0] for key in files}
-    assert {"digits", "ecotta", "small", "clip"} <= kinds, kinds
+    assert {"digits", "ecotta", "vida", "small", "clip"} <= kinds, kinds
     for key, entry in files.items():
         path = shipped.SHIPPED_DIR / key
         assert shipped.sha256_of(path) == entry["sha256"], key
@@ -57,7 +57,7 @@ def test_the_default_pretrainings_resolve_to_shipped_files_without_training(
     assert not any(fresh_cache.rglob("*.pt"))
 
 
-def test_a_fresh_cache_runs_source_and_ecotta_on_the_shipped_weights(fresh_cache, monkeypatch):
+def test_a_fresh_cache_runs_source_ecotta_and_vida_on_the_shipped_weights(fresh_cache, monkeypatch):
     from cladapt.manager import load_catalog
     from cladapt.models import source
 
@@ -67,10 +67,13 @@ def test_a_fresh_cache_runs_source_and_ecotta_on_the_shipped_weights(fresh_cache
     monkeypatch.setattr(source, "train_source_model", no_training)
     catalog = load_catalog(["plugins_for_tests"])
     out = fresh_cache.parent / "r.csv"
-    for strategy in ("source", "ecotta"):
-        outcome = execute(RunSpec("test-digits-c3", strategy, out=out, device="cpu"), catalog)
-    assert outcome.summary["warmed_up"] == 1
-    assert not list(fresh_cache.glob("models/*.pt"))  # neither trained nor warmed up here
+    outcomes = {}
+    for strategy, sets in (("source", {}), ("ecotta", {}), ("vida", {"augmentations": 2})):
+        spec = RunSpec("test-digits-c3", strategy, sets=sets, out=out, device="cpu")
+        outcomes[strategy] = execute(spec, catalog)
+    assert outcomes["ecotta"].summary["warmed_up"] == 1
+    assert outcomes["vida"].summary["source_trained_adapters"] == 1
+    assert not list(fresh_cache.glob("models/*.pt"))  # nothing trained or warmed up here
     recorded = {json.loads(p)["source_model"] for p in read_results(out).params_json}
     source_files = [e for k, e in shipped.manifest().items() if k.startswith("models/digits")]
     assert recorded == {source_files[0]["weights_digest"]}

@@ -14,6 +14,7 @@ from torch import nn
 from cladapt.adaptation import Augment, batch_statistics, ema_update, stochastic_restore
 from cladapt.batch import Batch
 from cladapt.models.small_cnn import SmallCNN
+from cladapt.progress import NullProgress
 from cladapt.results import read_results
 from cladapt.runner import RunSpec, execute
 from cladapt.stream import TTAAugmentation
@@ -165,6 +166,24 @@ def test_ecotta_freezes_the_network_and_trains_both_branches_of_its_meta_blocks(
     assert all(torch.equal(p, f) for p, f in zip(original, frozen, strict=True))
 
 
+@pytest.mark.parametrize("path", ["full", "per-group"])
+def test_ecotta_entropy_reaches_every_meta_block_unless_the_groups_are_cut(path, catalog):
+    """The paper trains every meta block with the entropy loss through the frozen network (only
+    input gradients, no stored activations); the community code detaches each group's input,
+    which leaves the entropy's gradient to the last block alone (``gradient_path=per-group``)."""
+    run = _fake_run(_model_with_source_stats())
+    eco = _strategy(catalog, "ecotta", warmup_epochs=0, gradient_path=path)
+    eco.cladapt_setup(run=run)
+    logits = run.model(torch.rand(32, 3, 32, 32))
+    entropy = -(logits.softmax(1) * logits.log_softmax(1)).sum(1).mean()
+    entropy.backward()
+    reached = [
+        b.conv[0].weight.grad is not None and b.conv[0].weight.grad.abs().sum() > 0
+        for b in eco.blocks
+    ]
+    assert reached == ([True] * 4 if path == "full" else [False, False, False, True])
+
+
 @pytest.mark.parametrize("kernel,params", [(3, 61040), (1, 7408)])
 def test_ecotta_meta_kernel_sets_the_meta_conv_size(kernel, params, catalog):
     run = _fake_run(_model_with_source_stats())
@@ -276,30 +295,137 @@ def test_vida_adapters_start_at_source_and_scales_follow_uncertainty(catalog):
     assert teacher_adapted[0].scale_high == a.scale_high
 
 
-def test_vida_adapters_receive_gradients_and_change_the_student(catalog):
-    """ViDA scoring like bn-adapt on the short embedded streams is the slow EMA teacher
-    (benchmarks/vida_vs_bn.py), not dead adapters: after one step the up-projections have
-    non-zero gradients and weights, and the student's output has moved."""
-    from cladapt.plugins.vida import _Adapted
+def _vida_first_update(catalog, monkeypatch, **cfg):
+    """One ViDA step on a random batch: the up-projections' change, and the gradient of the
+    same consistency loss computed again in float64 from the student and target it used."""
+    from cladapt.plugins import vida as vida_module
 
     torch.manual_seed(0)
     model = _model_with_source_stats()
     run = _fake_run(model)
-    vida = _strategy(catalog, "vida", augmentations=2, restore_prob=0.0, adapter_lr=1e-2)
-    vida.cladapt_setup(run=run)
+    strategy = _strategy(catalog, "vida", augmentations=2, restore_prob=0.0, **cfg)
+    strategy.cladapt_setup(run=run)
     x = torch.rand(16, 3, 32, 32)
-    with torch.no_grad():
-        before = model(x).clone()
-    vida.cladapt_adapt(run=run, batch=Batch(x=x))
-    adapted = [m for m in model.modules() if isinstance(m, _Adapted)]
-    grads = [m.vida_up_high.weight.grad for m in adapted] + [
-        m.vida_up_low.weight.grad for m in adapted
-    ]
-    assert all(g is not None and g.abs().sum() > 0 for g in grads)
-    assert any(m.vida_up_high.weight.abs().sum() > 0 for m in adapted)  # no longer zero
-    with torch.no_grad():
-        after = model(x)
-    assert not torch.allclose(before, after, atol=1e-6)
+    seen = {}
+    step = vida_module.mean_teacher_step
+
+    def recording(run, student_logits, target, *args):
+        seen["student"], seen["target"] = copy.deepcopy(run.model), target.detach().clone()
+        return step(run, student_logits, target, *args)
+
+    monkeypatch.setattr(vida_module, "mean_teacher_step", recording)
+    ups = [m.vida_up_high.weight for m in model.modules() if isinstance(m, vida_module._Adapted)]
+    before = [w.detach().clone() for w in ups]
+    strategy.cladapt_adapt(run=run, batch=Batch(x=x))
+    change = torch.cat([(w.detach() - b).flatten() for w, b in zip(ups, before, strict=True)])
+    twin = seen["student"].double()
+    logits = twin(x.double())
+    target = seen["target"].double().softmax(1)
+    (-(target * logits.log_softmax(1)).sum(1).mean()).backward()
+    exact = torch.cat(
+        [m.vida_up_high.weight.grad.flatten() for m in twin.modules() if hasattr(m, "vida_up_high")]
+    )
+    return change, exact
+
+
+def test_vida_update_follows_the_consistency_gradient_not_rounding(catalog, monkeypatch):
+    """With the paper's augmented target (its Fig. 2) the first step of the adapters moves against
+    the float64 gradient of the consistency loss, entry by entry: a signal, not Adam's
+    amplification of rounding noise (what the previous form of this test passed on)."""
+    change, exact = _vida_first_update(catalog, monkeypatch, adapter_lr=1e-3)
+    big = exact.abs() > 1e-3 * exact.abs().max()
+    assert big.sum() > 100
+    agree = (torch.sign(change[big]) == -torch.sign(exact[big])).float().mean()
+    assert agree > 0.95, float(agree)
+
+
+def test_vida_with_the_clean_target_has_no_gradient_at_the_start(catalog, monkeypatch):
+    """The official code's target is the teacher's prediction on the clean batch: the teacher
+    starts equal to the student, so the loss's gradient is rounding (docs/tta.md: why ViDA with
+    ``pseudo_label=clean`` scores as bn-adapt)."""
+    _, augmented = _vida_first_update(catalog, monkeypatch, adapter_lr=1e-3)
+    _, clean = _vida_first_update(catalog, monkeypatch, adapter_lr=1e-3, pseudo_label="clean")
+    assert clean.norm() < 1e-4 * augmented.norm()
+
+
+def test_vida_trains_its_adapters_on_source_data_once(catalog, tmp_path, monkeypatch):
+    """The source stage: adapters (only) learn on the labelled source data, the result is cached
+    under the source weights' digest, and a second run loads it instead of training."""
+    from cladapt.plugins.vida import adapter_modules
+    from torch.utils.data import TensorDataset
+
+    from cladapt import source_stage
+
+    monkeypatch.setenv("CLADAPT_CACHE", str(tmp_path))
+    gen = torch.Generator().manual_seed(0)
+    source = SimpleNamespace(
+        train=TensorDataset(torch.rand(128, 3, 32, 32, generator=gen), torch.arange(128) % 10)
+    )
+
+    def setup():
+        model = _model_with_source_stats()
+        frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
+        run = _fake_run(model, progress=NullProgress())
+        run.stream.source, run.stream.name = source, "t"
+        strategy = _strategy(catalog, "vida", source_epochs=2, augmentations=2)
+        strategy.cladapt_setup(run=run)
+        return model, frozen, strategy
+
+    model, frozen, strategy = setup()
+    assert strategy.source_trained
+    ups = [layer[3].weight for layer in adapter_modules(model)]
+    assert all(w.abs().sum() > 0 for w in ups)  # trained from their zero start
+    for n, p in model.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), n  # the source network itself is untouched
+    assert len(list(tmp_path.rglob("vida-adapters-*.pt"))) == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(source_stage, "_train", no_training)
+    again, _, _ = setup()
+    trained, loaded = adapter_modules(model), adapter_modules(again)
+    for a, b in zip(loaded.parameters(), trained.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_vida_starts_from_an_official_source_vida_checkpoint(catalog, tmp_path):
+    """``--set adapters=PATH`` loads the official repository's source-trained ViDA (its module
+    names, ``{"model": ...}`` with DataParallel's ``module.`` prefix) into the injected model, and
+    the source stage is skipped; a checkpoint of another shape is a one-line error."""
+    from cladapt.plugins.models import tiny_vit
+    from cladapt.plugins.vida import OFFICIAL_NAMES, inject_adapters
+
+    from cladapt.errors import DataError
+
+    torch.manual_seed(0)
+    trained = tiny_vit(10, (3, 32, 32))
+    inject_adapters(trained, 1, 128)
+    for name, p in trained.named_parameters():
+        if "vida_" in name:
+            p.data.normal_()
+    official = {}
+    for key, value in trained.state_dict().items():
+        for ours, theirs in OFFICIAL_NAMES:  # back to the official names
+            key = key.replace(theirs, ours)
+        official["module." + key] = value
+    assert any(".vida_up2." in k for k in official) and any(".linear_vida." in k for k in official)
+    path = tmp_path / "vida_source.pt"
+    torch.save({"model": official}, path)
+
+    torch.manual_seed(1)
+    run = _fake_run(tiny_vit(10, (3, 32, 32)))
+    vida = _strategy(catalog, "vida", adapters=str(path), augmentations=2)
+    vida.cladapt_setup(run=run)
+    assert vida.source_trained
+    for (name, got), want in zip(
+        run.model.state_dict().items(), trained.state_dict().values(), strict=True
+    ):
+        assert torch.equal(got, want), name
+    wrong = _strategy(catalog, "vida", adapters=str(path), rank_high=64)
+    with pytest.raises(DataError, match="does not fit the model"):
+        wrong.cladapt_setup(run=_fake_run(tiny_vit(10, (3, 32, 32))))
 
 
 def test_vida_on_a_vit_adapts_attention_linears(catalog):

@@ -80,8 +80,8 @@ def load_cached(model: torch.nn.Module, path: Path) -> bool:
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load with ``weights_only=True`` (no arbitrary code from pickles). Accepts cladapt's own
-    ``{"state_dict", "meta"}`` files, RobustBench's ``{"state_dict"}`` files and plain state
-    dicts."""
+    ``{"state_dict", "meta"}`` files, RobustBench's ``{"state_dict"}`` files, ``{"model"}`` files
+    (the official ViDA checkpoints) and plain state dicts."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"checkpoint not found: {path}")
@@ -101,6 +101,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         raise DataError(f"cannot load checkpoint {path}: {reason}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         return _unwrapped(obj["state_dict"]), dict(obj.get("meta") or {})
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):  # e.g. the official ViDA's
+        return _unwrapped(obj["model"]), {}
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return _unwrapped(obj), {}
     raise DataError(f"checkpoint {path} holds no state dict")

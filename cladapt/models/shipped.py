@@ -1,8 +1,8 @@
 """Weights that ship inside the package: the models the embedded streams would otherwise pre-train
 on first use: the digits source CNN of digits-c / digits-shift (0.26 MB), EcoTTA's meta networks
-warmed up on it (0.26 MB), the letters trunk of ``small-cnn --pretrained`` (0.27 MB) and mtil-mini's
-tiny CLIP ``clip-tiny-rn`` (14.5 MB, 88 % of it the 49 408-token embedding table of CLIP's
-tokenizer).
+warmed up on it (0.26 MB), ViDA's adapters trained on its source data, the letters trunk of
+``small-cnn --pretrained`` (0.27 MB) and mtil-mini's tiny CLIP ``clip-tiny-rn`` (14.5 MB, 88 % of
+it the 49 408-token embedding table of CLIP's tokenizer).
 
 Two trainings of one recipe differ with the machine and its thread count (float reductions), so a
 model trained at first use made every number that depends on it move from machine to machine.
