@@ -58,15 +58,25 @@ def parse_pair(entry: str) -> tuple[str, bool]:
     return name, suffix == "pretrained"
 
 
+def stream_seeds(stream) -> list[int]:
+    """The seeds the full suite runs on a stream: its definition's ``bench_seeds`` (the number
+    its claims need to be decided, ``benchmarks/claim_power.py``), else 3."""
+    return list(range(int(stream.extra.get("bench_seeds", FULL_SEEDS))))
+
+
+FULL_SEEDS = 3
+
+
 def suite_jobs(
-    catalog, suite: str, seeds: int | list[int], only=(), streams=(), skip=()
+    catalog, suite: str, seeds: int | list[int] | None, only=(), streams=(), skip=()
 ) -> list[Job]:
     """The runs of a suite. ``quick``: each embedded stream's ``quick_strategies`` (the seed
     systems and the baselines each is judged against). ``full``: every strategy on every
     embedded stream in the bench, plus the quick suite's pre-trained variants; ``full-all``:
     also the embedded streams left out of the bench. ``only`` / ``streams`` restrict (a named
     stream or strategy is run even where the suite would leave it out); ``skip`` drops
-    strategies (e.g. those whose optional extra is missing)."""
+    strategies (e.g. those whose optional extra is missing). ``seeds``: N (0..N-1) or a list;
+    None: each stream's :func:`stream_seeds`."""
     jobs: list[Job] = []
     for stream in catalog.streams:
         if not stream.extra.get("embedded") or (streams and stream.name not in streams):
@@ -87,7 +97,13 @@ def suite_jobs(
             Job(stream.name, name, seed, pretrained)
             for name, pretrained in dict.fromkeys(pairs)
             if (not only or name in only) and name not in skip
-            for seed in (range(seeds) if isinstance(seeds, int) else seeds)
+            for seed in (
+                stream_seeds(stream)
+                if seeds is None
+                else range(seeds)
+                if isinstance(seeds, int)
+                else seeds
+            )
         ]
     return jobs
 

@@ -647,8 +647,9 @@ def selection_options(required: bool):
 @click.option(
     "--full",
     is_flag=True,
-    help="every strategy on every embedded stream, 3 seeds (what the committed leaderboard is "
-    "made from); default: the quick suite, 1 seed",
+    help="every strategy on every embedded stream, each stream's bench_seeds (3 unless its "
+    "definition says; what the committed leaderboard is made from); default: the quick suite, "
+    "1 seed",
 )
 @click.option(
     "--suite",
@@ -686,7 +687,8 @@ def bench(
     full, suite, out, site, append, device, workers, streams, strategies, seeds, profile, plugins
 ):
     """Run the benchmark suite on the embedded streams, then build the site. Default: the quick
-    suite (the seed systems and their baselines, 1 seed); --full: every strategy, 3 seeds."""
+    suite (the seed systems and their baselines, 1 seed); --full: every strategy, at each
+    stream's number of seeds (3 unless its definition sets bench_seeds)."""
     from cladapt.bench import default_workers, measured_wall_times, order_jobs, run_jobs, suite_jobs
     from cladapt.leaderboard.aggregate import aggregate, load
     from cladapt.leaderboard.site import build_site
@@ -696,7 +698,8 @@ def bench(
         raise ConfigError(f"bench needs a results file to summarise; --out {out} keeps no rows")
     catalog = _catalog(plugins)
     only, streams = _names(strategies), _names(streams)
-    seed_list = parse_seeds(seeds or ("3" if full else "1"))
+    # --full without --seeds: each stream's own number (its definition's bench_seeds, else 3)
+    seed_list = parse_seeds(seeds) if seeds else (None if full else [0])
     for name in only:
         catalog.strategies.get(name)  # unknown names fail here, with a suggestion
     for name in streams:
@@ -714,9 +717,7 @@ def bench(
     if not jobs:
         raise ConfigError("no runs in this selection (--stream / --strategy / --full)")
     check_results_path(out)  # never delete or append to a file that is not a results CSV
-    err_console.print(
-        plain(f"{len(jobs)} runs, seeds {', '.join(map(str, seed_list))}"), highlight=False
-    )
+    err_console.print(plain(f"{len(jobs)} runs, {_seeds_said(jobs)}"), highlight=False)
     protocol_of = {j: catalog.streams.get(j.stream).protocols[0] for j in jobs}
     jobs = order_jobs(jobs, measured_wall_times(out) if out.exists() else {}, protocol_of)
     workers = workers or default_workers(device, out)  # before --out is replaced: its peaks
@@ -743,6 +744,19 @@ def bench(
         highlight=False,
     )
     _exit_if_failed(failures)
+
+
+def _seeds_said(jobs) -> str:
+    """``seeds 0, 1, 2``, or per stream where the streams run different seeds."""
+    per_stream: dict[str, list[int]] = {}
+    for j in jobs:
+        per_stream.setdefault(j.stream, [])
+        if j.seed not in per_stream[j.stream]:
+            per_stream[j.stream].append(j.seed)
+    lists = {s: ", ".join(map(str, sorted(v))) for s, v in per_stream.items()}
+    if len(set(lists.values())) == 1:
+        return f"seeds {next(iter(lists.values()))}"
+    return "seeds " + "; ".join(f"{s}: {v}" for s, v in lists.items())
 
 
 def _print_profile(results, df, elapsed: float, workers: int) -> None:

@@ -98,6 +98,7 @@ def cladapt_register_streams(registry: StreamRegistry) -> None:
                 description=desc,
                 embedded=embedded,
                 bench=d.get("bench", True),  # in the full bench (cladapt bench --full)
+                bench_seeds=int(d.get("bench_seeds", 3)),  # seeds the full bench runs
                 quick_strategies=tuple(d.get("quick_strategies", ())),
                 claims=tuple(d.get("claims", ())),
                 claims_setting=(d.get("settings") or [None])[0],
