@@ -284,6 +284,26 @@ def test_the_site_header_names_the_suite_the_rows_cover(catalog):
     assert describe(plain, catalog)["suite"].startswith("a selection")
 
 
+def test_the_full_suite_runs_each_stream_at_its_own_number_of_seeds(catalog):
+    """A stream's definition sets the seeds its claims need (bench_seeds); --seeds overrides."""
+    from cladapt.bench import suite_jobs
+    from cladapt.leaderboard.provenance import suite_name
+
+    jobs = suite_jobs(catalog, "full", None)
+    seeds = {}
+    for j in jobs:
+        seeds.setdefault(j.stream, set()).add(j.seed)
+    assert seeds["digits-uda"] == set(range(6)) and seeds["fonts-digits"] == set(range(5))
+    assert seeds["digits-c"] == {0, 1, 2}
+    assert {j.seed for j in suite_jobs(catalog, "full", 2)} == {0, 1}
+    rows = []
+    for i, job in enumerate(jobs):
+        model = "clip+pretrained" if job.stream == "mtil-mini" or job.pretrained else "small-cnn"
+        for row in summary_rows(f"r{i}", job.strategy, job.seed, {"x": 1.0}, stream=job.stream):
+            rows.append(row | {"model": model, "params_json": "{}"})
+    assert suite_name(pd.DataFrame(rows), catalog) == "full suite (3-6 seeds)"
+
+
 def test_the_committed_leaderboard_has_one_run_per_configuration_and_seed():
     """Two runs of one configuration and seed would be averaged as if they were two seeds."""
     from pathlib import Path

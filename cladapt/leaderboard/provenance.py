@@ -34,7 +34,12 @@ def suite_name(df: pd.DataFrame, catalog) -> str:
     for r in runs.itertuples(index=False):
         models.setdefault((r.stream, r.strategy), set()).add(str(r.model))
     seeds = runs.groupby(["stream", "strategy", "model"]).seed.nunique()
-    n = f"{seeds.max()} seed{'s' if seeds.max() > 1 else ''}" if len(seeds) else "no runs"
+    if not len(seeds):
+        n = "no runs"
+    elif seeds.min() == seeds.max():
+        n = f"{seeds.max()} seed{'s' if seeds.max() > 1 else ''}"
+    else:  # streams run their own number of seeds (bench_seeds)
+        n = f"{seeds.min()}-{seeds.max()} seeds"
     quick = suite_jobs(catalog, "quick", 1)
     if models and _covers(models, quick) and set(models) <= {(j.stream, j.strategy) for j in quick}:
         return f"quick suite ({n})"
