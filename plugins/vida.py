@@ -63,9 +63,9 @@ from cladapt.adaptation import (
 from cladapt.batch import Batch
 from cladapt.config import param
 from cladapt.context import Run
-from cladapt.errors import ConfigError, DataError
+from cladapt.errors import ConfigError
 from cladapt.hookspecs import hookimpl
-from cladapt.models.checkpoints import load_checkpoint, weights_digest
+from cladapt.models.checkpoints import load_checkpoint, load_state, weights_digest
 from cladapt.models.factory import Normalized
 from cladapt.registry import StrategyRegistry
 from cladapt.source_stage import train_on_source
@@ -176,12 +176,7 @@ def load_official(model: nn.Module, path: str) -> None:
             key = key.replace(old, new)
         mapped[key] = value
     target = model.model if isinstance(model, Normalized) else model
-    try:
-        target.load_state_dict(mapped)
-    except RuntimeError as exc:
-        lines = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in lines[1:3]) or lines[0]
-        raise DataError(f"--set adapters={path} does not fit the model: {detail[:240]}") from None
+    load_state(target, mapped, f"--set adapters={path}")
 
 
 @dataclass

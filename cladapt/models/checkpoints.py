@@ -119,10 +119,16 @@ def _unwrapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def load_into(model: torch.nn.Module, path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint into ``model``; mismatched keys or shapes are a one-line error."""
     state, meta = load_checkpoint(path)
+    load_state(model, state, f"checkpoint {path}")
+    return meta
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state)`` (strict); mismatched keys or shapes are a one-line error
+    that names ``source``."""
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = " ".join(line.strip() for line in first[1:3]) or first[0]
-        raise DataError(f"checkpoint {path} does not fit the model: {detail[:240]}") from None
-    return meta
+        raise DataError(f"{source} does not fit the model: {detail[:240]}") from None
