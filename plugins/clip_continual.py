@@ -24,6 +24,11 @@ Deviations: the reference set defaults to an *embedded* one (generated scenes an
 ``cladapt.data.mtil_mini``), because ImageNet and Conceptual Captions cannot ship; pass
 ``--set ref_images=DIR --set ref_texts=FILE`` for the paper's. The frozen teacher's sentence
 features are computed once instead of at every step (same values: the teacher never changes).
+The paper's ViT-B/16 normalises with LayerNorm, the same in training and evaluation; on a tower
+with BatchNorm (mtil-mini's ``clip-tiny-rn``) the student in training mode and the eval-mode
+teacher differ at equal weights, and the distillation pulls before any step (3.4x the task
+loss's gradient, ``benchmarks/zscl_regime.py``): such towers train with ``batchnorm=frozen``
+(the continual protocol's setting; mtil-mini's default).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from cladapt import metrics
 from cladapt.batch import Batch
 from cladapt.data.mtil import DATASETS, open_mtil_dataset, prompts_table
 from cladapt.defaults import cross_entropy_step
+from cladapt.hookspecs import hookimpl
 from cladapt.models.clip import tiny_clip
 from cladapt.optim import warmup_cosine
 from cladapt.results import read_results
@@ -396,6 +397,43 @@ def test_zscl_without_its_regularisers_is_finetune(catalog, tmp_path):
     )
     assert len(ft) == 7 * 8 and ft.std() > 0
     pd.testing.assert_series_equal(ft, zscl, check_exact=False, atol=1e-9)
+
+
+@pytest.mark.parametrize("batchnorm", ["frozen", "train"])
+def test_zscl_distillation_is_zero_at_the_zero_shot_weights_with_frozen_batchnorm(
+    catalog, batchnorm
+):
+    """On the paper's ViT-B/16 (LayerNorm) ZSCL's distillation has no gradient while the student
+    equals its zero-shot teacher. clip-tiny-rn has BatchNorm: in training mode the student and
+    the eval-mode teacher differ at equal weights and the distillation pulls before any step;
+    mtil-mini therefore trains with ``batchnorm=frozen``."""
+    from cladapt.plugins.clip_continual import distillation
+
+    seen = {}
+
+    class FirstStep:
+        @hookimpl
+        def cladapt_extra_losses(self, run, batch, outputs):
+            if seen:
+                return None
+            zscl = run.strategy
+            x = zscl.next_ref_batch(run, 16)
+            with torch.no_grad():
+                target = zscl.teacher.logits(zscl.teacher.encode_image(x), zscl.ref_text)
+            student = run.model.logits(run.model.encode_image(x), zscl.ref_text)
+            loss = distillation(target, student, 2.0)
+            params = [p for p in run.model.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            seen["norm"] = sum(float(g.pow(2).sum()) for g in grads if g is not None) ** 0.5
+            return None
+
+    sets = {"iterations": 1, "batchnorm": batchnorm}
+    spec = RunSpec("mtil-mini", "zscl", sets=sets, out=None, run_plugins=(FirstStep(),))
+    execute(spec, catalog)
+    if batchnorm == "frozen":
+        assert seen["norm"] < 1e-4
+    else:
+        assert seen["norm"] > 1.0
 
 
 def test_weight_ensemble_merges_as_often_as_zscl(catalog, tmp_path):

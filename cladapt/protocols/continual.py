@@ -80,6 +80,21 @@ class ContinualConfig:
     validate_every: int = param(
         0, "dev validation every N steps of a selection trial (dm_nevis: 1000); 0: each epoch", ge=0
     )
+    batchnorm: Literal["train", "frozen"] = param(
+        "train",
+        "BatchNorm while training: train (batch statistics, running statistics updated) or "
+        "frozen (the running statistics, unchanged: normalisation the same in training and "
+        "evaluation, as a LayerNorm tower's)",
+    )
+
+
+def training_mode(model: torch.nn.Module, batchnorm: str) -> None:
+    """``model.train()``; with ``batchnorm="frozen"`` its BatchNorm layers stay in eval mode."""
+    model.train()
+    if batchnorm == "frozen":
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 class ContinualProtocol:
@@ -278,13 +293,13 @@ class _Learning:
         if restart is not None:  # step 0 of this experience's (or trial's) schedule
             restart(run)
         every = cfg.validate_every or num_batches(data, batch_size)
-        run.model.train()
+        training_mode(run.model, cfg.batchnorm)
         batches = self._batches(data, mask, steps, batch_size)
         for step, batch in enumerate(run.progress.track(batches, steps, label)):
             train_step(run, batch, cfg.check_every, meter)
             if validate is not None and step % every == 0 and step < steps - 1:
                 validate()
-                run.model.train()
+                training_mode(run.model, cfg.batchnorm)
         check_finite(run, parameters=True)
         if validate is not None:
             validate()
