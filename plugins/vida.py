@@ -33,9 +33,10 @@ setting:
   statistics as at test time, both scales 1, Adam lr 1e-3, batch 64, 10 epochs, data order
   fixed (``source_epochs``, ``source_lr``; ``cladapt.source_stage``; the embedded streams' result
   ships in the package). This recipe is ours, as the official one is unpublished. Streams
-  without source data (e.g. ImageNet-C without ImageNet) start from zero up-projections; the
-  official checkpoints name their modules ``linear_vida``, ``vida_down``/``vida_up`` (r = 1),
-  ``vida_down2``/``vida_up2`` (r = 128), which these modules do not load without a key map.
+  without source data (e.g. ImageNet-C without ImageNet) start from zero up-projections, or from
+  the official checkpoints with ``--set adapters=PATH`` (their modules ``linear_vida``,
+  ``vida_down``/``vida_up`` (r = 1), ``vida_down2``/``vida_up2`` (r = 128) mapped to these; the
+  whole model is loaded, as the official ``configure_model`` does).
 
 Other deviations, stated: the official ``set_scale`` updates only the low-rank scale (modules
 have both attributes, so its ``elif`` never runs); both scales are set here. For CNNs (the
