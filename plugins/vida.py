@@ -219,6 +219,8 @@ class ViDAConfig:
         "official repository's (linear_vida / vida_down, vida_up / vida_down2, vida_up2) or one "
         "with this module's names",
     )
+    # files whose SHA-256 prefix params_json records beside their path
+    weight_files = ("adapters",)
     optimizer: Literal["adam", "sgd"] = param(
         "adam", "Adam, beta1 0.9 (official CIFAR) or SGD, Nesterov momentum 0.9 (official ImageNet)"
     )

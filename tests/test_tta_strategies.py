@@ -2,6 +2,7 @@
 digits-c."""
 
 import copy
+import hashlib
 import json
 import math
 from dataclasses import replace
@@ -393,7 +394,8 @@ def test_vida_trains_its_adapters_on_source_data_once(catalog, tmp_path, monkeyp
 def test_vida_starts_from_an_official_source_vida_checkpoint(catalog, tmp_path):
     """``--set adapters=PATH`` loads the official repository's source-trained ViDA (its module
     names, ``{"model": ...}`` with DataParallel's ``module.`` prefix) into the injected model, and
-    the source stage is skipped; a checkpoint of another shape is a one-line error."""
+    the source stage is skipped; a checkpoint of another shape is a one-line error; params_json
+    records the file's digest."""
     from cladapt.plugins.models import tiny_vit
     from cladapt.plugins.vida import OFFICIAL_NAMES, inject_adapters
 
@@ -426,6 +428,12 @@ def test_vida_starts_from_an_official_source_vida_checkpoint(catalog, tmp_path):
     wrong = _strategy(catalog, "vida", adapters=str(path), rank_high=64)
     with pytest.raises(DataError, match="does not fit the model"):
         wrong.cladapt_setup(run=_fake_run(tiny_vit(10, (3, 32, 32))))
+    # the rows record the file's content, not only its path
+    from cladapt.planning import plan
+
+    planned = plan(RunSpec("digits-c", "vida", {"adapters": str(path)}, out=None), catalog)
+    assert planned.params["adapters"] == str(path)
+    assert planned.params["adapters_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()[:8]
 
 
 def test_vida_on_a_vit_adapts_attention_linears(catalog):
