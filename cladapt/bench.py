@@ -58,13 +58,16 @@ def parse_pair(entry: str) -> tuple[str, bool]:
     return name, suffix == "pretrained"
 
 
-def stream_seeds(stream) -> list[int]:
-    """The seeds the full suite runs on a stream: its definition's ``bench_seeds`` (the number
-    its claims need to be decided, ``benchmarks/claim_power.py``), else 3."""
-    return list(range(int(stream.extra.get("bench_seeds", FULL_SEEDS))))
-
-
 FULL_SEEDS = 3
+
+
+def stream_seeds(stream, seeds: int | list[int] | None = None) -> list[int]:
+    """The seeds to run on a stream: ``seeds`` (N: 0..N-1, or a list) when given, else its
+    definition's ``bench_seeds`` (the number its claims need to be decided,
+    ``benchmarks/claim_power.py``; 3 when it sets none)."""
+    if seeds is None:
+        seeds = int(stream.extra.get("bench_seeds", FULL_SEEDS))
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
 
 
 def suite_jobs(
@@ -76,7 +79,7 @@ def suite_jobs(
     also the embedded streams left out of the bench. ``only`` / ``streams`` restrict (a named
     stream or strategy is run even where the suite would leave it out); ``skip`` drops
     strategies (e.g. those whose optional extra is missing). ``seeds``: N (0..N-1) or a list;
-    None: each stream's :func:`stream_seeds`."""
+    None: each stream's own (:func:`stream_seeds`)."""
     jobs: list[Job] = []
     for stream in catalog.streams:
         if not stream.extra.get("embedded") or (streams and stream.name not in streams):
@@ -93,17 +96,12 @@ def suite_jobs(
                 for s in catalog.strategies
                 if stream.protocols[0] in s.protocols and bench_pair(stream, s)
             ] + [p for p in quick if p[1]]
+        chosen = stream_seeds(stream, seeds)
         jobs += [
             Job(stream.name, name, seed, pretrained)
             for name, pretrained in dict.fromkeys(pairs)
             if (not only or name in only) and name not in skip
-            for seed in (
-                stream_seeds(stream)
-                if seeds is None
-                else range(seeds)
-                if isinstance(seeds, int)
-                else seeds
-            )
+            for seed in chosen
         ]
     return jobs
 

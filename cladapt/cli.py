@@ -748,11 +748,9 @@ def bench(
 
 def _seeds_said(jobs) -> str:
     """``seeds 0, 1, 2``, or per stream where the streams run different seeds."""
-    per_stream: dict[str, list[int]] = {}
+    per_stream: dict[str, set[int]] = {}
     for j in jobs:
-        per_stream.setdefault(j.stream, [])
-        if j.seed not in per_stream[j.stream]:
-            per_stream[j.stream].append(j.seed)
+        per_stream.setdefault(j.stream, set()).add(j.seed)
     lists = {s: ", ".join(map(str, sorted(v))) for s, v in per_stream.items()}
     if len(set(lists.values())) == 1:
         return f"seeds {next(iter(lists.values()))}"

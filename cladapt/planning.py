@@ -193,8 +193,8 @@ def _params(layered: Layered, pretrained: bool | str) -> dict[str, Any]:
     # weights a strategy loads from a file it is given (e.g. ViDA's adapters): the file's
     # content, not only its path, is what changes the result
     for name in getattr(layered.strategy, "weight_files", ()):
-        path = Path(str(params.get(name) or "")).expanduser()
-        if params.get(name) and path.is_file():
+        value = params.get(name)
+        if value and (path := Path(value).expanduser()).is_file():
             params[f"{name}_sha256"] = _file_digest(path)
     params |= {"pretrained": pretrained} | precision_facts(layered.protocol.amp)
     for entry, cfg in zip(layered.reg_entries, layered.regularizers, strict=True):
