@@ -6,7 +6,8 @@ determines it (the source data, the source weights' digest, the recipe), made on
 bench workers wait for the first one), and, for the embedded streams' default recipes, shipped in
 the package (:mod:`cladapt.models.shipped`) so that every machine starts test time from the same
 bytes. The data order is fixed (generator seed 0) so that every run seed adapts from the same
-trained parameters; the time is not counted in the run's adaptation time.
+trained parameters; the time is not counted in the run's adaptation time. Made under autocast
+(``--set amp=bf16|fp16``) it is a separate artefact, so an fp32 run never loads it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def train_on_source(
     if epochs <= 0 or source is None or source.train is None:
         return False
     tic = time.perf_counter()
+    if run.amp_dtype is not None:  # trained under autocast: not the fp32 artefact (nor shipped)
+        key = key | {"amp": str(run.amp_dtype)}
     path = cache_dir() / "models" / f"{name}-{run.stream.source_id}-{fingerprint(**key)}.pt"
     shipped = shipped_file(path)
     if shipped is not None:

@@ -41,7 +41,7 @@ def _fake_run(model, **kw):
         source_id="t",
         tta_augmentation=TTAAugmentation(),
     )
-    return SimpleNamespace(
+    fields = dict(
         model=model,
         model_name="small-cnn",
         stream=stream,
@@ -49,10 +49,11 @@ def _fake_run(model, **kw):
         optimizer=None,
         step=0,
         autocast=lambda: torch.autocast("cpu", enabled=False),
+        amp_dtype=None,
         untimed_s=0.0,
         state={},
-        **kw,
     )
+    return SimpleNamespace(**(fields | kw))
 
 
 def _strategy(catalog, name, **cfg):
@@ -383,6 +384,12 @@ def test_vida_trains_its_adapters_on_source_data_once(catalog, tmp_path, monkeyp
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
+
+    # trained under bf16 autocast it is another artefact, never the fp32 one (nor shipped)
+    bf16 = _fake_run(_model_with_source_stats(), progress=NullProgress(), amp_dtype=torch.bfloat16)
+    bf16.stream.source, bf16.stream.name = source, "t"
+    _strategy(catalog, "vida", source_epochs=2, augmentations=2).cladapt_setup(run=bf16)
+    assert len(list(tmp_path.rglob("vida-adapters-*.pt"))) == 2
 
     monkeypatch.setattr(source_stage, "_train", no_training)
     again, _, _ = setup()
