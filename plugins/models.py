@@ -107,3 +107,10 @@ def register_tiny_clip(registry: ModelRegistry) -> None:
         "of 32); --pretrained: its own harness pre-training (cached); see docs/mtil.md",
         prepare=partial(ensure_pretrained, tower="resnet"),
     )
+    registry.add(
+        "clip-tiny-rn-w32",
+        partial(tiny_clip_model, tower="resnet-w32"),
+        "clip-tiny-rn at 4 times the image tower's width (16 times its parameters; pre-trained "
+        "on first use with --pretrained, a few minutes on a CPU); see docs/mtil.md",
+        prepare=partial(ensure_pretrained, tower="resnet-w32"),
+    )

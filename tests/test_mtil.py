@@ -202,8 +202,14 @@ def test_clip_tiny_rn_is_a_resnet_clip_with_its_own_checkpoint(catalog):
     model = create_model(catalog.models, "clip-tiny-rn", 3, (3, 32, 32), prompts=prompts)
     assert isinstance(model.clip.visual, ModifiedResNet)
     assert model.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 3)
-    vit, rn = (checkpoint_path((3, 32, 32), RECIPES[t], t) for t in ("vit", "resnet"))
-    assert vit != rn and rn.name.startswith("clip-tiny-rn-")
+    vit, rn, w32 = (
+        checkpoint_path((3, 32, 32), RECIPES[t], t) for t in ("vit", "resnet", "resnet-w32")
+    )
+    assert len({vit, rn, w32}) == 3 and rn.name.startswith("clip-tiny-rn-")
+    assert w32.name.startswith("clip-tiny-rn-w32-")
+    # the wider tower: 4 times the base width, so the first convolution has 4 times the filters
+    wide = create_model(catalog.models, "clip-tiny-rn-w32", 3, (3, 32, 32), prompts=prompts)
+    assert wide.clip.visual.conv1.out_channels == 4 * model.clip.visual.conv1.out_channels
     with pytest.raises(DataError, match="multiple of 32"):
         tiny_clip(3, (3, 28, 28), prompts=prompts, tower="resnet")
 

@@ -251,7 +251,8 @@ def create_open_clip(
     )
 
 
-TINY_TOWERS = ("vit", "resnet")
+TINY_TOWERS = ("vit", "resnet", "resnet-w32")
+RESNET_WIDTHS = {"resnet": 8, "resnet-w32": 32}  # CLIP ModifiedResNet's base width
 
 
 def tiny_clip(
@@ -263,9 +264,11 @@ def tiny_clip(
     **_,
 ) -> ClipClassifier:
     """A tiny open_clip CLIP built from a custom config for small images: a 2-layer width-64
-    text tower over 16-token texts and one of two image towers, ``vit`` (ViT on a 4x4 grid of
-    patches, width 64, 2 layers; ``clip-tiny``) or ``resnet`` (CLIP's modified ResNet, one
-    bottleneck per stage, width 8, attention pooling; ``clip-tiny-rn``, sides a multiple of 32).
+    text tower over 16-token texts and one of these image towers: ``vit`` (ViT on a 4x4 grid of
+    patches, width 64, 2 layers; ``clip-tiny``), ``resnet`` (CLIP's modified ResNet, one
+    bottleneck per stage, width 8, attention pooling; ``clip-tiny-rn``, sides a multiple of 32) or
+    ``resnet-w32`` (the same at width 32: 16 times the image tower's parameters;
+    ``clip-tiny-rn-w32``, for measuring what capacity changes).
     Randomly initialised: :func:`cladapt.models.clip_pretrain.tiny_clip_model` adds the weights
     the harness pre-trains on generated image-caption pairs, one checkpoint per tower."""
     import open_clip
@@ -274,13 +277,15 @@ def tiny_clip(
     if tower not in TINY_TOWERS:
         raise CladaptError(f"unknown clip-tiny tower {tower!r}; choose from {TINY_TOWERS}")
     side = input_shape[1]
-    if tower == "resnet":
+    if tower in RESNET_WIDTHS:
         if side % 32 or input_shape[2] != side:
             raise DataError(
                 f"clip-tiny-rn needs square images whose side is a multiple of 32 (got "
                 f"{input_shape[1]}x{input_shape[2]}): its ResNet tower downsamples by 32"
             )
-        vision = open_clip.CLIPVisionCfg(layers=(1, 1, 1, 1), width=8, image_size=side)
+        vision = open_clip.CLIPVisionCfg(
+            layers=(1, 1, 1, 1), width=RESNET_WIDTHS[tower], image_size=side
+        )
     else:
         vision = open_clip.CLIPVisionCfg(
             layers=2, width=64, head_width=32, patch_size=max(side // 4, 1), image_size=side

@@ -39,9 +39,13 @@ class PretrainRecipe:
 
 # mtil-mini's ResNet tower: 500 steps take 38 s on 2 idle CPU cores (bound: 2 min);
 # the ViT's 1000 steps take ~137 s
-RECIPES = {"vit": PretrainRecipe(), "resnet": PretrainRecipe(steps=500)}
-_ARCH_KEYS = {"vit": "v1", "resnet": "rn-v1"}  # "v1": the ViT's cached files stay valid
-MODEL_NAMES = {"vit": "clip-tiny", "resnet": "clip-tiny-rn"}
+RECIPES = {
+    "vit": PretrainRecipe(),
+    "resnet": PretrainRecipe(steps=500),
+    "resnet-w32": PretrainRecipe(steps=500),
+}
+_ARCH_KEYS = {"vit": "v1", "resnet": "rn-v1", "resnet-w32": "rn-w32-v1"}  # "v1": kept valid
+MODEL_NAMES = {"vit": "clip-tiny", "resnet": "clip-tiny-rn", "resnet-w32": "clip-tiny-rn-w32"}
 
 
 def checkpoint_path(
