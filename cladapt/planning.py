@@ -252,6 +252,11 @@ def layer(spec: RunSpec, catalog: Catalog) -> Layered:
         differs |= {k: getattr(cfg, k) for k in given if getattr(cfg, k) != getattr(default, k)}
         configs.append(cfg)
     protocol_cfg, strategy_cfg, *reg_cfgs = configs
+    # a weights file a strategy is given is its content: another file at the same path is
+    # another configuration, so the label names the content's digest beside the path
+    for name in getattr(strategy_cfg, "weight_files", ()):
+        if name in differs and (path := Path(str(differs[name])).expanduser()).is_file():
+            differs[name] = f"{differs[name]} (sha256 {_file_digest(path)})"
     return Layered(
         stream=stream,
         stream_entry=stream_entry,

@@ -440,7 +440,11 @@ def test_vida_starts_from_an_official_source_vida_checkpoint(catalog, tmp_path):
 
     planned = plan(RunSpec("digits-c", "vida", {"adapters": str(path)}, out=None), catalog)
     assert planned.params["adapters"] == str(path)
-    assert planned.params["adapters_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    assert planned.params["adapters_sha256"] == digest
+    # ... and so does the configuration label, the run's identity on the leaderboard: another
+    # file at the same path is another configuration
+    assert planned.params["config"] == f"adapters={path} (sha256 {digest})"
 
 
 def test_vida_on_a_vit_adapts_attention_linears(catalog):
