@@ -384,11 +384,29 @@ def run_jobs(
 ) -> list[JobResult]:
     """Run ``jobs`` (in this order of hand-out) and return their results as they finish."""
     workers = max(1, min(workers, len(jobs)))
-    threads = max(1, cpu_count() // workers)  # the usable cores shared out
+    threads = worker_threads(device, workers)
     with BenchDisplay(console, len(jobs), workers) as display:
         if workers == 1:
+            import torch
+
+            torch.set_num_threads(threads)
             return _run_here(jobs, out, device, plugins, display)
         return _run_pool(jobs, out, device, plugins, workers, threads, display)
+
+
+def worker_threads(device: str, workers: int) -> int:
+    """Torch threads per bench worker. On a CPU one, whatever the machine: a sum split over more
+    threads rounds differently, so a leaderboard row made with one thread is the same number on
+    any machine (the cores are used by running more workers). On a GPU the cores are shared out:
+    the CPU side there only feeds the device."""
+    from cladapt.device import resolve_device
+    from cladapt.errors import CladaptError
+
+    try:
+        on_cpu = resolve_device(device).type == "cpu"
+    except CladaptError:  # no such device here: each run reports it in its own error row
+        on_cpu = True
+    return 1 if on_cpu else max(1, cpu_count() // workers)
 
 
 def _run_here(jobs, out, device, plugins, display: BenchDisplay) -> list[JobResult]:

@@ -183,7 +183,8 @@ def _catalog(plugins: tuple[str, ...]):
     type=click.IntRange(1),
     default=None,
     help="torch CPU threads (default: the cores this process may use: its CPU affinity, capped "
-    "by a cgroup quota; more would oversubscribe a shared machine)",
+    "by a cgroup quota; more would oversubscribe a shared machine). The thread count changes a "
+    "CPU run's rounding: the leaderboard's rows are one-thread runs, --threads 1 repeats them",
 )
 def run(
     stream,

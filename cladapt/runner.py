@@ -290,6 +290,9 @@ def _summary(run: Run, result, pm, start: float, excluded_s: float) -> dict[str,
         "images_per_s": run.images_seen / wall if wall > 0 else float("nan"),
         "trainable_params": float(run.trainable_parameters()),
         "peak_memory_mb": peak,
+        # floating-point sums are split across the threads, so the thread count is part of what
+        # a CPU run's numbers depend on (docs/architecture.md "Same answer everywhere")
+        "torch_threads": float(torch.get_num_threads()),
     }
     if run.stream.notes:  # e.g. tasks of a NEVIS list that were not found on disk
         summary["experiences"] = float(len(run.stream.experiences))
@@ -337,4 +340,6 @@ def _summary_note(metric: str, peak_kind: str, notes: list[str]) -> str:
         return peak_kind
     if metric == "experiences":
         return " | ".join(notes)[:2000]
+    if metric == "torch_threads":  # the kernels' instruction set also changes the rounding
+        return f"cpu {torch.backends.cpu.get_cpu_capability()}"
     return ""

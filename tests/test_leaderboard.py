@@ -151,7 +151,11 @@ def test_bench_runs_embedded_pairs_and_builds_site(tmp_path):
         + ["--out", str(out), "--site", str(site)],
     )
     assert again.exit_code == 0
-    assert set(pd.read_csv(out).strategy) == {"source"}  # without --append the CSV starts afresh
+    df = pd.read_csv(out)
+    assert set(df.strategy) == {"source"}  # without --append the CSV starts afresh
+    # a CPU bench run is made with one torch thread, also when one run has the machine to itself
+    threads = df[df.metric == "torch_threads"]
+    assert list(threads.value) == [1.0] and threads.note.iloc[0].startswith("cpu ")
 
 
 def test_integer_metrics_render_without_decimals(tmp_path):
@@ -278,6 +282,19 @@ def test_the_site_header_names_the_suite_the_rows_cover(catalog):
     made = describe(df, catalog)
     assert made["suite"] == "quick suite (1 seed)"
     assert made["precision"] == f"fp32 ({len(set(df.run_id))} runs)" and made["devices"] == "cpu"
+    assert made["threads"] == ""  # rows older than the thread count say nothing of it
+    # runs that record their torch threads are counted by thread count and instruction set
+    first = df.drop_duplicates("run_id").to_dict("records")[:3]
+    threads = pd.DataFrame(
+        [
+            r | {"metric": "torch_threads", "value": n, "note": "cpu AVX2"}
+            for r, n in zip(first, (1, 1, 2), strict=True)
+        ]
+    )
+    counted = describe(pd.concat([df, threads]), catalog)["threads"]
+    others = df.run_id.nunique() - 3
+    recorded = "1 on cpu AVX2 (2 runs), 2 on cpu AVX2 (1 runs)"
+    assert counted == f"not recorded ({others} runs), {recorded}"
     # one run short, or its pre-trained weights missing: only a selection
     assert describe(df[df.run_id != "r0"], catalog)["suite"].startswith("a selection")
     plain = df.assign(model="small-cnn")

@@ -31,6 +31,18 @@ def test_rows_record_the_effective_precision(tmp_path, catalog):
     assert all(p["tf32"].startswith("matmul=") for p in params)
 
 
+def test_rows_record_the_torch_thread_count(tmp_path, catalog):
+    out, before = tmp_path / "r.csv", torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            execute(RunSpec("digits", "finetune", {"epochs": "1"}, out=out, device="cpu"), catalog)
+    finally:
+        torch.set_num_threads(before)
+    rows = read_results(out)
+    assert list(rows[rows.metric == "torch_threads"].value) == [1.0, 2.0]
+
+
 def test_the_old_auto_mode_is_refused_in_one_line(tmp_path, catalog):
     with pytest.raises(ConfigError, match="amp"):
         execute(RunSpec("digits", "finetune", {"amp": "auto"}, out=tmp_path / "r.csv"), catalog)

@@ -86,3 +86,10 @@ def test_the_peak_is_read_from_earlier_cuda_runs(tmp_path):
     )
     assert workers.measured_gpu_peak_mb(out) == 900.0
     assert workers.measured_gpu_peak_mb(tmp_path / "none.csv") is None
+
+
+def test_a_cpu_bench_worker_gets_one_thread_whatever_the_cores(monkeypatch):
+    import cladapt.bench as bench
+
+    monkeypatch.setattr(bench, "cpu_count", lambda: 16)
+    assert [bench.worker_threads("cpu", w) for w in (1, 2, 16)] == [1, 1, 1]

@@ -1,5 +1,5 @@
-"""What made a set of rows: the suite, devices, precision and dates — read from the rows
-themselves, so a rebuilt site says the same as the bench that made it."""
+"""What made a set of rows: the suite, devices, precision, CPU threads and dates — read from the
+rows themselves, so a rebuilt site says the same as the bench that made it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,18 @@ from cladapt.leaderboard.aggregate import params_of
 
 def _precision(params_json: str) -> str:
     return str(params_of(params_json).get("precision", "not recorded"))
+
+
+def _threads(df: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """Torch threads per run (``torch_threads``, with the CPU's instruction set in its note):
+    "" when no row records them (results files older than the measurement)."""
+    rows = df[(df.row_type == "summary") & (df.metric == "torch_threads")]
+    if rows.empty:
+        return ""
+    recorded = rows.drop_duplicates("run_id").set_index("run_id")
+    label = recorded.value.astype(float).astype(int).astype(str) + " on " + recorded.note
+    counts = runs.run_id.map(label).fillna("not recorded").value_counts()
+    return ", ".join(f"{t} ({n} runs)" for t, n in counts.items())
 
 
 def _covers(models: dict[tuple[str, str], set[str]], jobs) -> bool:
@@ -49,10 +61,11 @@ def suite_name(df: pd.DataFrame, catalog) -> str:
 
 
 def describe(df: pd.DataFrame, catalog=None) -> dict[str, str]:
-    """Suite, devices, precision and the dates of the runs, as short strings for the site."""
+    """Suite, devices, precision, torch threads and the dates of the runs, as short strings for
+    the site."""
     runs = df.drop_duplicates("run_id")
     if runs.empty:
-        return {"suite": "no runs", "devices": "", "precision": "", "dates": ""}
+        return {"suite": "no runs", "devices": "", "precision": "", "threads": "", "dates": ""}
     dates = pd.to_datetime(runs.started_at, utc=True, errors="coerce").dropna()
     when = ""
     if len(dates):
@@ -67,5 +80,6 @@ def describe(df: pd.DataFrame, catalog=None) -> dict[str, str]:
         "suite": suite_name(df, catalog),
         "devices": ", ".join(sorted(map(str, runs.device.unique()))),
         "precision": ", ".join(f"{p} ({n} runs)" for p, n in precision.items()),
+        "threads": _threads(df, runs),
         "dates": when,
     }
