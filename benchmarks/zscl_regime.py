@@ -16,11 +16,12 @@ Regimes (``--regimes``, comma-separated; each appends its table to ``--out``):
   BatchNorm frozen);
 - ``mtil-mini-bn-train``: the same with BatchNorm in training mode (batch statistics);
 - ``mtil-mini-bn-train-1e-5``: that at the paper's learning rate;
-- ``vit-b-16``: open_clip's ViT-B/16 (149.6 M parameters; random weights, as none can be
-  downloaded here) at the paper's AdamW 1e-5 and batch 64 for ``--vit-steps`` steps a task, on
-  mtil-mini's 32 x 32 images (2 x 2 patches: the parameter count and learning rate of the paper,
-  not its activations), the first ``--vit-tasks`` tasks with 60 test images each (evaluating
-  ViT-B/16 after every task is what costs on a CPU).
+- ``vit-b-16``: open_clip's ViT-B/16 (149.6 M parameters; random weights unless
+  ``--vit-pretrained openai`` or a weights file is given, as none can be downloaded here) at the
+  paper's AdamW 1e-5 and batch 64 for ``--vit-steps`` steps a task, on mtil-mini's 32 x 32
+  images (2 x 2 patches: the parameter count and learning rate of the paper, not its
+  activations), the first ``--vit-tasks`` tasks with 60 test images each (evaluating ViT-B/16
+  after every task is what costs on a CPU).
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def fewer_tasks_catalog(tasks: int, test: int):
         builtin.definitions = full
 
 
-def regimes(k: int) -> dict[str, tuple[dict, set[int]]]:
+def regimes(k: int, vit_pretrained: bool | str = False) -> dict[str, tuple[dict, set[int]]]:
     early = {1, 2, 5, k}
     return {
         "mtil-mini": ({}, early | {150, 300}),
@@ -148,7 +149,7 @@ def regimes(k: int) -> dict[str, tuple[dict, set[int]]]:
         "vit-b-16": (
             {
                 "model": "ViT-B-16",
-                "pretrained": False,
+                "pretrained": vit_pretrained,
                 "sets": {"lr": 1e-5, "batch_size": 64, "iterations": k, "warmup_steps": 0},
             },
             early,
@@ -162,14 +163,21 @@ def main() -> None:
     ap.add_argument("--vit-steps", type=int, default=10)
     ap.add_argument("--vit-tasks", type=int, default=3, help="mtil-mini's first N tasks for ViT")
     ap.add_argument("--regimes", default=",".join(regimes(10)), help="comma-separated")
+    ap.add_argument(
+        "--vit-pretrained",
+        default=None,
+        metavar="TAG|FILE",
+        help="ViT-B/16's weights (e.g. openai, from open_clip's cache; or a file): the regime "
+        "of the pre-trained model, which this machine cannot download (default: random weights)",
+    )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/zscl_regime.txt"))
     args = ap.parse_args()
     catalog = load_catalog()
-    chosen = regimes(args.vit_steps)
+    chosen = regimes(args.vit_steps, args.vit_pretrained or False)
     command = (
         f"python benchmarks/zscl_regime.py --seed {args.seed} --vit-steps {args.vit_steps} "
         f"--vit-tasks {args.vit_tasks} --regimes {args.regimes}"
-    )
+    ) + (f" --vit-pretrained {args.vit_pretrained}" if args.vit_pretrained else "")
     lines = [command, ""]
     for label in args.regimes.split(","):
         spec, steps = chosen[label]
