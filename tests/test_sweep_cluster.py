@@ -58,9 +58,10 @@ def _finished(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _comparable(df: pd.DataFrame) -> pd.DataFrame:
-    """Every recorded value of the finished runs but the measured costs, keyed by run content."""
+    """Every recorded value of the finished runs but the measured costs and the thread count each
+    process ran with, keyed by run content."""
     ok = set(_finished(df).run_id)
-    measured = ["wall_time_s", "images_per_s", "peak_memory_mb"]
+    measured = ["wall_time_s", "images_per_s", "peak_memory_mb", "torch_threads"]
     rows = df[df.run_id.isin(ok) & ~df.metric.isin(measured)]
     keys = ["stream", "strategy", "seed", "row_type", "trained_upto", "eval_experience", "metric"]
     return rows.set_index(keys).value.sort_index()
