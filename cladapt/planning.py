@@ -70,6 +70,8 @@ class Layered:
     # regularisers), each key to the first config that declares it
     stream_values: dict[str, Any]
     given: list[dict[str, Any]]
+    # SHA-256 prefix of each weights file the strategy is given (``weight_files``), read once
+    weight_digests: dict[str, str]
 
 
 @dataclass
@@ -192,10 +194,7 @@ def _params(layered: Layered, pretrained: bool | str) -> dict[str, Any]:
     params = dataclasses.asdict(layered.protocol) | dataclasses.asdict(layered.strategy)
     # weights a strategy loads from a file it is given (e.g. ViDA's adapters): the file's
     # content, not only its path, is what changes the result
-    for name in getattr(layered.strategy, "weight_files", ()):
-        value = params.get(name)
-        if value and (path := Path(value).expanduser()).is_file():
-            params[f"{name}_sha256"] = _file_digest(path)
+    params |= {f"{name}_sha256": digest for name, digest in layered.weight_digests.items()}
     params |= {"pretrained": pretrained} | precision_facts(layered.protocol.amp)
     for entry, cfg in zip(layered.reg_entries, layered.regularizers, strict=True):
         params[f"with_{getattr(entry.factory, 'name', entry.name)}"] = dataclasses.asdict(cfg)
@@ -254,9 +253,14 @@ def layer(spec: RunSpec, catalog: Catalog) -> Layered:
     protocol_cfg, strategy_cfg, *reg_cfgs = configs
     # a weights file a strategy is given is its content: another file at the same path is
     # another configuration, so the label names the content's digest beside the path
-    for name in getattr(strategy_cfg, "weight_files", ()):
-        if name in differs and (path := Path(str(differs[name])).expanduser()).is_file():
-            differs[name] = f"{differs[name]} (sha256 {_file_digest(path)})"
+    digests = {
+        name: _file_digest(path)
+        for name in getattr(strategy_cfg, "weight_files", ())
+        if (value := getattr(strategy_cfg, name)) and (path := Path(value).expanduser()).is_file()
+    }
+    for name, digest in digests.items():
+        if name in differs:
+            differs[name] = f"{differs[name]} (sha256 {digest})"
     return Layered(
         stream=stream,
         stream_entry=stream_entry,
@@ -270,6 +274,7 @@ def layer(spec: RunSpec, catalog: Catalog) -> Layered:
         config=", ".join(f"{k}={norm_value(v)}" for k, v in sorted(differs.items())),
         stream_values=stream_values,
         given=values,
+        weight_digests=digests,
     )
 
 

@@ -291,7 +291,7 @@ def _summary(run: Run, result, pm, start: float, excluded_s: float) -> dict[str,
         "trainable_params": float(run.trainable_parameters()),
         "peak_memory_mb": peak,
         # floating-point sums are split across the threads, so the thread count is part of what
-        # a CPU run's numbers depend on (docs/architecture.md "Same answer everywhere")
+        # a CPU run's numbers depend on (docs/architecture.md, "Data path and devices")
         "torch_threads": float(torch.get_num_threads()),
     }
     if run.stream.notes:  # e.g. tasks of a NEVIS list that were not found on disk
