@@ -37,9 +37,8 @@ def _time(fn, repeat: int = 20) -> float:
 
 def micro() -> None:
     import torch
-    from torchvision.transforms import v2
 
-    from cladapt.adaptation import Augment
+    from cladapt.augment import Augment
     from cladapt.models.small_cnn import SmallCNN
 
     torch.set_num_threads(1)
@@ -62,11 +61,11 @@ def micro() -> None:
             f"{_time(fwd_bwd):6.1f}"
         )
     aug = Augment(32)
-    pad, affine, _, blur, crop, flip = aug.geometry.transforms
-    reference = v2.Compose([pad, affine, blur, crop, flip])
-    whole, centre = _time(lambda: reference(x)), _time(lambda: aug.geometry(x))
-    print(f"  CoTTA augmentation (geometry), blur on the whole padded image {whole:6.1f}")
-    print(f"  CoTTA augmentation (geometry), blur on the kept centre only   {centre:6.1f}")
+    params = aug.draw(32)
+    per_view = _time(lambda: [aug.reference_view(x, params, v) for v in range(32)])
+    batched = _time(lambda: aug.views(x, params))
+    print(f"  CoTTA augmentation, 32 views one by one (the reference's way) {per_view:6.1f}")
+    print(f"  CoTTA augmentation, 32 views at once (cladapt.augment)        {batched:6.1f}")
 
 
 def full(workers: int | None, suite_full: bool) -> None:

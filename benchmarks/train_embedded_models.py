@@ -1,6 +1,7 @@
 """Train the models the embedded streams use, deterministically, and store them in the package.
 
-    python benchmarks/train_embedded_models.py          # ~3 min on one CPU core
+    python benchmarks/train_embedded_models.py                # everything, ~12 min on one core
+    python benchmarks/train_embedded_models.py --only clip    # one kind (names: see STEPS)
 
 Makes, each with the recipe and code the harness would use at first use:
 - the digits source CNN of digits-c / digits-shift (``small-cnn``, source ``digits-clean-v1``);
@@ -20,8 +21,10 @@ this script then, and regenerate the leaderboard rows that depend on the models.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -50,46 +53,55 @@ def digest(path: Path) -> str:
     return state_digest(load_checkpoint(path)[0])
 
 
-def main() -> None:
-    from cladapt.manager import load_catalog
+def steps(catalog) -> dict[str, object]:
+    """What is shipped, by name, each made the way a first run would make it."""
     from cladapt.models import clip_pretrain, letters_pretrain
     from cladapt.runner import RunSpec, execute
 
-    catalog = load_catalog()
-    steps = [
-        # the source model, then EcoTTA's warm-up on it (one digits-c run makes both)
-        (
-            "digits source + ecotta warm-up",
-            lambda: execute(RunSpec("digits-c", "ecotta", out=None, device="cpu"), catalog),
-        ),
-        (
-            "vida source adapters",
-            lambda: execute(RunSpec("digits-shift", "vida", out=None, device="cpu"), catalog),
-        ),
-        ("letters trunk", lambda: letters_pretrain.ensure_pretrained((3, 32, 32))),
-    ]
-    mini = catalog.streams.get("mtil-mini").factory()
-    # mtil-mini's tower only: the ViT tower (``clip-tiny``, no stream's default) would add
-    # 13.6 MB to the package and still trains at first use
-    for tower in ("resnet",):
-        steps.append(
-            (
-                f"clip tower {tower}",
-                lambda t=tower: clip_pretrain.ensure_pretrained(mini.input_shape, tower=t),
-            )
-        )
-    for label, step in steps:
-        tic = time.perf_counter()
-        step()
-        print(f"{label}: {time.perf_counter() - tic:.0f} s", flush=True)
+    def run(stream: str, strategy: str, **spec) -> None:
+        execute(RunSpec(stream, strategy, out=None, device="cpu", **spec), catalog)
 
-    if SHIPPED_DIR.exists():
+    mini = catalog.streams.get("mtil-mini").factory()
+    return {
+        # the source model, then EcoTTA's warm-up on it (one digits-c run makes both)
+        "digits": lambda: run("digits-c", "ecotta"),
+        "vida": lambda: run("digits-shift", "vida"),
+        "letters": lambda: letters_pretrain.ensure_pretrained((3, 32, 32)),
+        # mtil-mini's tower only: the ViT tower (``clip-tiny``, no stream's default) would add
+        # 13.6 MB to the package and still trains at first use
+        "clip": lambda: clip_pretrain.ensure_pretrained(mini.input_shape, tower="resnet"),
+    }
+
+
+def main() -> None:
+    from cladapt.manager import load_catalog
+
+    catalog = load_catalog()
+    made = steps(catalog)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=",".join(made), help=f"comma-separated: {', '.join(made)}")
+    args = ap.parse_args()
+    chosen = [n.strip() for n in args.only.split(",") if n.strip()]
+    for name in chosen:
+        tic = time.perf_counter()
+        made[name]()
+        print(f"{name}: {time.perf_counter() - tic:.0f} s", flush=True)
+
+    everything = set(chosen) == set(made)
+    if everything and SHIPPED_DIR.exists():
         shutil.rmtree(SHIPPED_DIR)
-    files = {}
+    old = json.loads(MANIFEST.read_text())["files"] if MANIFEST.exists() else {}
+    files = {} if everything else dict(old)
     for path in sorted(WORK.glob("*/*.pt")):
         if path.parent.name == "data":  # generated datasets are rebuilt, not shipped
             continue
         key = f"{path.parent.name}/{path.name}"
+        stem = re.sub(r"-[0-9a-f]{16}\.pt$", "", path.name)
+        for earlier in list(files):  # the file this one replaces (another recipe's name)
+            same = re.sub(r"-[0-9a-f]{16}\.pt$", "", earlier) == f"{path.parent.name}/{stem}"
+            if same and earlier != key:
+                (SHIPPED_DIR / earlier).unlink(missing_ok=True)
+                del files[earlier]
         target = SHIPPED_DIR / key
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)

@@ -1,15 +1,18 @@
 """``cladapt bench``: every strategy on every embedded stream of its protocol, in parallel worker
 processes sized to the machine, with one live progress bar per worker.
 
-Each worker is a spawned process (fork after torch has started its thread pools is unsafe) that
-imports torch and the plugins once, warms the imports a run would otherwise pay inside its timed
-region, sets its share of the CPU threads, and then takes jobs from a queue until none are left.
-One-off preparation (source models, the tiny CLIP, generated streams) is cached on disk behind
-file locks, so two workers never prepare the same thing twice. Rows go to the CSV as each run
-computes them (:func:`cladapt.results.append_rows` serialises writers with a file lock).
+Each run is a fresh spawned process (fork after torch has started its thread pools is unsafe):
+it imports torch and the plugins, warms the imports a run would otherwise pay inside its timed
+region, sets its share of the CPU threads, runs its one job and exits, so no run inherits what an
+earlier one (or a plugin) left in the process — torch's global settings, allocator memory, the
+peak RSS its summary reports. At most ``workers`` run at once. One-off preparation (source
+models, the tiny CLIP, generated streams) is cached on disk behind file locks, so two workers
+never prepare the same thing twice. Rows go to the CSV as each run computes them
+(:func:`cladapt.results.append_rows` serialises writers with a file lock).
 
 Ctrl-C reaches every worker (same process group); each writes an ``interrupted`` error row for
-the run it was in and exits; SIGTERM to the bench is passed on to the workers as SIGINT.
+the run it was in and exits; SIGTERM to the bench is passed on to the workers as SIGTERM. A worker
+whose bench dies (even by SIGKILL) stops too (:func:`die_with_parent`).
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ class Job:
     strategy: str
     seed: int
     pretrained: bool = False  # the model's pre-trained weights (``--pretrained``)
+    sets: tuple[tuple[str, str], ...] = ()  # ``--set`` values (a claim's configured runs)
 
     def label(self) -> str:
         weights = " (pre-trained)" if self.pretrained else ""
-        return f"{self.strategy}{weights} on {self.stream}, seed {self.seed}"
+        config = "".join(f" --set {k}={v}" for k, v in self.sets)
+        return f"{self.strategy}{weights}{config} on {self.stream}, seed {self.seed}"
 
 
 SUITES = ("quick", "full", "full-all")
@@ -97,12 +102,22 @@ def suite_jobs(
                 if stream.protocols[0] in s.protocols and bench_pair(stream, s)
             ] + [p for p in quick if p[1]]
         chosen = stream_seeds(stream, seeds)
+        names = [n for n, _ in pairs]
         jobs += [
             Job(stream.name, name, seed, pretrained)
             for name, pretrained in dict.fromkeys(pairs)
             if (not only or name in only) and name not in skip
             for seed in chosen
         ]
+        # the runs a claim with ``sets`` reads (alpha-BN at batch 4): made wherever both of its
+        # sides are in the suite, so no claim of a suite's rows is left "not run"
+        for claim in stream.extra.get("claims", ()):
+            if not claim.get("sets"):
+                continue
+            sets = tuple((str(k), str(v)) for k, v in sorted(claim["sets"].items()))
+            sides = [claim["a"], claim["b"]]
+            if all(s in names and s not in skip and (not only or s in only) for s in sides):
+                jobs += [Job(stream.name, s, seed, False, sets) for s in sides for seed in chosen]
     return jobs
 
 
@@ -122,6 +137,7 @@ class JobResult:
     job: Job
     error: str | None  # None: the run completed
     seconds: float  # wall seconds in the worker, preparation included
+    run_id: str = ""  # the run's id in the results file ('' if it never started)
 
 
 def default_workers(device: str, out: Path | None = None) -> int:
@@ -226,6 +242,7 @@ class BenchDisplay:
         self.overall = self.progress.add_task("bench", total=total)
         self.bars = [self.progress.add_task("", total=None, visible=False) for _ in range(workers)]
         self.runs: dict[int, str] = {}
+        self.since: dict[int, float] = {}
         self.stacks: dict[int, list[tuple[str, int | None, int]]] = {}
         # without a terminal (nohup, CI, a batch job) the bars print nothing: log lines instead
         self.log = not console.is_terminal
@@ -243,6 +260,7 @@ class BenchDisplay:
         stack = self.stacks.setdefault(worker, [])
         if kind == "start":
             self.runs[worker] = args[0].label()
+            self.since[worker] = time.monotonic()
             stack.clear()
         elif kind == "push":
             stack.append((args[0], args[1], 0))
@@ -256,9 +274,25 @@ class BenchDisplay:
             self.finished += 1
             self._log_done(self.runs.pop(worker, "a run"), args[0] if args else None)
             stack.clear()
-        if self.log and time.monotonic() - self.last_line > HEARTBEAT_S:
-            self._line(f"{self.finished}/{self.total} runs done, {len(self.runs)} running")
+        self.tick()
         self._show(worker)
+
+    def tick(self) -> None:
+        """Without a terminal, a heartbeat line when none came for ``HEARTBEAT_S``."""
+        if self.log and time.monotonic() - self.last_line > HEARTBEAT_S:
+            self.heartbeat()
+
+    def heartbeat(self) -> None:
+        """A log line: how many runs are done, and what each worker is running (for how long,
+        in which phase)."""
+        now = time.monotonic()
+        running = []
+        for w, label in sorted(self.runs.items()):
+            stack = self.stacks.get(w) or []
+            phase = f", {stack[-1][0]}" if stack else ""
+            running.append(f"{label} ({now - self.since.get(w, now):.0f} s{phase})")
+        what = "; ".join(running) if running else "none"
+        self._line(f"{self.finished}/{self.total} runs done; running: {what}")
 
     def _line(self, text: str) -> None:
         from cladapt.terminal import plain
@@ -310,14 +344,17 @@ def warm_imports() -> None:
 
 def _run_job(job: Job, catalog, device: str, out: Path, progress) -> JobResult:
     from cladapt.errors import CladaptError
+    from cladapt.results import new_run_id
     from cladapt.runner import RunSpec, execute
 
     tic = time.perf_counter()
+    run_id = new_run_id()
     try:
         execute(
             RunSpec(
                 job.stream,
                 job.strategy,
+                dict(job.sets),
                 seed=job.seed,
                 device=device,
                 out=out,
@@ -325,52 +362,123 @@ def _run_job(job: Job, catalog, device: str, out: Path, progress) -> JobResult:
             ),
             catalog,
             progress,
+            run_id=run_id,
         )
         error = None
     except CladaptError as exc:  # the run wrote its error row; the bench goes on
         error = str(exc)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         raise
-    except Exception as exc:  # a crash in one run (its error row is written) is reported too
+    except BaseException as exc:  # a crash in one run (its error row is written) is reported too
         error = f"{type(exc).__name__}: {exc}"
-    return JobResult(job, error, time.perf_counter() - tic)
+    return JobResult(job, error, time.perf_counter() - tic, run_id)
 
 
-def _worker_main(
-    worker: int,
+@contextlib.contextmanager
+def bench_lock(out: Path) -> Iterator[None]:
+    """Hold ``OUT.bench.lock`` for the bench's whole duration: a second bench on the same results
+    file is refused instead of moving the first one's file aside and mixing their rows. The lock
+    is the kernel's (``flock``), so a bench killed outright releases it."""
+    from cladapt.errors import CladaptError
+
+    lock = out.with_name(out.name + ".bench.lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except ImportError:  # pragma: no cover - Windows: no bench lock
+                pass
+            except OSError:
+                raise CladaptError(
+                    f"another cladapt bench is writing to {out}; wait for it to finish or pass "
+                    "another --out"
+                ) from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(lock))
+            except FileNotFoundError:
+                same = False
+            if same:  # not a lock file that its holder removed while we waited
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(OSError):
+                        os.unlink(lock)
+                return
+        finally:
+            os.close(fd)
+
+
+def die_with_parent(parent: int) -> None:
+    """End this worker when the bench that started it dies, even by SIGKILL: on Linux the kernel
+    sends SIGTERM (``PR_SET_PDEATHSIG``); everywhere a watchdog thread notices the new parent
+    within a second. The run in progress then stops as on SIGTERM (its error row is written)
+    and no further run starts, so a dead bench never goes on appending to its file."""
+    import ctypes
+    import threading
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # a run that swallows the signal: end the process anyway
+        os._exit(143)
+
+    if os.getppid() != parent:  # the bench died before this worker got here
+        os._exit(143)
+    threading.Thread(target=watch, name="cladapt-bench-watchdog", daemon=True).start()
+
+
+def _job_main(
+    slot: int,
     threads: int,
     device: str,
     out: Path,
     plugins: tuple[str, ...],
-    jobs: mp.Queue,
+    job: Job,
     events: mp.Queue,
+    parent: int,
 ) -> None:
+    """One run in a fresh process: nothing a plugin or an earlier run did to the process (torch's
+    global settings, memory held by the allocator, the peak RSS) reaches it."""
+    die_with_parent(parent)
+    import warnings
+
+    from cladapt.errors import PluginWarning
     from cladapt.terminal import install_signal_handlers
 
+    warnings.simplefilter("ignore", PluginWarning)  # the bench said it once, not every run
+
     install_signal_handlers()  # the first SIGINT/SIGTERM stops the run (error row), later ones wait
-    import torch
-
-    torch.set_num_threads(threads)
-    from cladapt.manager import load_catalog
-
-    catalog = load_catalog(plugins)
-    warm_imports()
 
     def emit(*event: Any) -> None:
         events.put(event)
 
-    progress = EventProgress(emit, worker)
-    while True:
-        job = jobs.get()
-        if job is None:
-            return
-        emit("start", worker, job)
-        try:
-            result = _run_job(job, catalog, device, out, progress)
-        except KeyboardInterrupt:
-            emit("done", worker, JobResult(job, "interrupted", 0.0))
-            return
-        emit("done", worker, result)
+    try:
+        emit("start", slot, job)
+        import torch
+
+        torch.set_num_threads(threads)
+        from cladapt.manager import load_catalog
+
+        catalog = load_catalog(plugins)
+        warm_imports()
+        result = _run_job(job, catalog, device, out, EventProgress(emit, slot))
+    except KeyboardInterrupt as exc:
+        from cladapt.errors import interruption_note
+
+        result = JobResult(job, interruption_note(exc), 0.0)
+    except Exception as exc:  # the catalog failed to load: the job reports it
+        result = JobResult(job, f"{type(exc).__name__}: {exc}", 0.0)
+    emit("done", slot, result)
 
 
 def run_jobs(
@@ -382,15 +490,11 @@ def run_jobs(
     plugins: tuple[str, ...],
     console,
 ) -> list[JobResult]:
-    """Run ``jobs`` (in this order of hand-out) and return their results as they finish."""
+    """Run ``jobs`` (in this order of hand-out), each in a fresh worker process, at most
+    ``workers`` at once, and return their results as they finish."""
     workers = max(1, min(workers, len(jobs)))
     threads = worker_threads(device, workers)
     with BenchDisplay(console, len(jobs), workers) as display:
-        if workers == 1:
-            import torch
-
-            torch.set_num_threads(threads)
-            return _run_here(jobs, out, device, plugins, display)
         return _run_pool(jobs, out, device, plugins, workers, threads, display)
 
 
@@ -409,75 +513,65 @@ def worker_threads(device: str, workers: int) -> int:
     return 1 if on_cpu else max(1, cpu_count() // workers)
 
 
-def _run_here(jobs, out, device, plugins, display: BenchDisplay) -> list[JobResult]:
-    from cladapt.manager import load_catalog
-
-    catalog = load_catalog(plugins)
-    warm_imports()
-    progress = EventProgress(display.handle, 0)
-    results = []
-    for job in jobs:
-        display.handle("start", 0, job)
-        results.append(_run_job(job, catalog, device, out, progress))
-        display.handle("done", 0, results[-1])
-    return results
-
-
 def _run_pool(jobs, out, device, plugins, workers, threads, display) -> list[JobResult]:
+    """Keep ``workers`` job processes going (one process per job), feeding the display."""
     ctx = mp.get_context("spawn")
-    job_queue, events = ctx.Queue(), ctx.Queue()
-    for job in jobs:
-        job_queue.put(job)
-    for _ in range(workers):
-        job_queue.put(None)
-    procs = [
-        ctx.Process(
-            target=_worker_main,
-            args=(w, threads, worker_device(device, w), out, plugins, job_queue, events),
-            daemon=True,
-        )
-        for w in range(workers)
-    ]
-    for p in procs:
-        p.start()
+    events = ctx.Queue()
+    pending = list(jobs)
+    free = list(range(workers))  # slots: a display bar and a GPU each
+    running: dict[int, tuple[Any, Job]] = {}
     results: list[JobResult] = []
-    running: dict[int, Job] = {}
+
+    def start_jobs() -> None:
+        while pending and free:
+            slot, job = free.pop(0), pending.pop(0)
+            args = (slot, threads, worker_device(device, slot), out, plugins, job, events)
+            p = ctx.Process(target=_job_main, args=(*args, os.getpid()), daemon=True)
+            p.start()
+            running[slot] = (p, job)
+
+    def handle(kind: str, slot: int, *args: Any) -> None:
+        if kind == "done" and slot in running:
+            p, _ = running.pop(slot)
+            p.join(timeout=10)
+            free.append(slot)
+            results.append(args[0])
+        display.handle(kind, slot, *args)
+
     try:
-        while len(results) < len(jobs):
+        start_jobs()
+        while running:
             try:
-                kind, worker, *args = events.get(timeout=0.5)
+                handle(*events.get(timeout=0.5))
             except queue.Empty:
-                for w, p in enumerate(procs):  # a worker killed from outside (e.g. OOM)
-                    if not p.is_alive() and w in running:
-                        job = running.pop(w)
-                        results.append(JobResult(job, f"worker died (exit {p.exitcode})", 0.0))
-                        display.handle("done", w)
-                if not any(p.is_alive() for p in procs):
-                    break
-                continue
-            if kind == "start":
-                running[worker] = args[0]
-            elif kind == "done":
-                running.pop(worker, None)
-                results.append(args[0])
-            display.handle(kind, worker, *args)
-    except KeyboardInterrupt:
+                display.tick()
+                dead = [s for s, (p, _) in running.items() if not p.is_alive()]
+                while dead:  # a process may have reported just before it ended: read that first
+                    try:
+                        handle(*events.get_nowait())
+                    except queue.Empty:
+                        break
+                for slot in [s for s in dead if s in running]:  # killed from outside (OOM)
+                    p, job = running.pop(slot)
+                    free.append(slot)
+                    results.append(JobResult(job, f"worker died (exit {p.exitcode})", 0.0))
+                    display.handle("done", slot)
+            start_jobs()
+    except KeyboardInterrupt as exc:
         interruption_handled()  # workers are being stopped: later signals wait
-        _stop(procs)
+        _stop([p for p, _ in running.values()], getattr(exc, "signal_name", "SIGINT"))
         raise
-    for p in procs:
-        p.join(timeout=10)
-    left = {r.job for r in results}
-    results += [JobResult(j, "not run: every worker stopped", 0.0) for j in jobs if j not in left]
     return results
 
 
-def _stop(procs) -> None:
-    """Ask every worker to stop like a Ctrl-C (each writes its run's error row), then wait."""
+def _stop(procs, signal_name: str = "SIGINT") -> None:
+    """Pass the bench's stop on to every worker (each writes its run's error row, naming the
+    signal), then wait."""
+    sig = signal.SIGTERM if signal_name == "SIGTERM" else signal.SIGINT
     for p in procs:
         if p.is_alive() and p.pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGINT)
+                os.kill(p.pid, sig)
     deadline = time.monotonic() + 30
     for p in procs:
         p.join(timeout=max(0.1, deadline - time.monotonic()))

@@ -20,10 +20,11 @@ CACHE_ENV = "CLADAPT_CACHE"
 
 
 def cache_dir() -> Path:
-    """``$CLADAPT_CACHE`` or ``~/.cache/cladapt`` (created on demand)."""
+    """``$CLADAPT_CACHE`` or ``~/.cache/cladapt`` (created on demand where it can be)."""
     root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "cladapt")
     path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # a read-only cache is used as it is
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -36,12 +37,26 @@ def fingerprint(**facts: Any) -> str:
 @contextlib.contextmanager
 def preparing(path: Path) -> Iterator[None]:
     """Hold ``path``'s lock file while a cached artefact is made: concurrent processes (bench
-    workers) make it once; the others wait, then load it. Re-check the cache inside."""
+    workers) make it once; the others wait, then load it. Re-check the cache inside. A cache
+    that cannot be written (a read-only mount) takes no lock: the artefact is made in memory
+    and not kept. Something other than a file at ``path`` is refused before any work."""
     from filelock import FileLock
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    from cladapt.errors import DataError
+
+    if path.exists() and not path.is_file():
+        raise DataError(f"the cache path {path} is not a file (a folder?); remove it and run again")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path) + ".lock")
+        lock.acquire()
+    except OSError:  # read-only or full cache: nothing to share, nothing to protect
         yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def code_digest(*objects: Any) -> str:
@@ -67,7 +82,8 @@ def cached_tensors(
             if path.is_file():
                 continue  # another process made it while this one waited
             tensors = tuple(t.contiguous() for t in build())
-            atomic_save(path, list(tensors))
+            with contextlib.suppress(OSError):  # a read-only or full cache: kept in memory only
+                atomic_save(path, list(tensors))
             return tensors
     return tuple(build())
 

@@ -74,6 +74,31 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def entry() -> None:
+    """The ``cladapt`` command: the click group, then an exit that never waits for a thread a
+    plugin left running (Python would wait for it forever after the command is done, and a
+    signal then would print a traceback): one warning line names the threads."""
+    import threading
+
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    left = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
+    left = [n for n in left if n != threading.main_thread().name]
+    if left:
+        err_console.print(
+            plain(f"warning: thread(s) left running by a plugin ({', '.join(left)}); not waiting"),
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 class CladaptGroup(click.Group):
     """Turns CladaptError (and, unless CLADAPT_DEBUG=1, any error) into one line + exit code."""
 
@@ -86,13 +111,16 @@ class CladaptGroup(click.Group):
             _fail(exception_text(exc))
         except KeyboardInterrupt as exc:
             interruption_handled()
+            runs = ctx.invoked_subcommand in ("run", "bench", "sweep")
             _fail(
-                "interrupted; rows of completed evaluations are kept in the results file",
+                "interrupted; rows of completed evaluations are kept in the results file"
+                if runs
+                else "interrupted",
                 code=exit_code(exc),
             )
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # also CancelledError, GeneratorExit from a plugin
             if os.environ.get(DEBUG_ENV):
                 raise
             _fail(
@@ -182,9 +210,10 @@ def _catalog(plugins: tuple[str, ...]):
     "--threads",
     type=click.IntRange(1),
     default=None,
-    help="torch CPU threads (default: the cores this process may use: its CPU affinity, capped "
-    "by a cgroup quota; more would oversubscribe a shared machine). The thread count changes a "
-    "CPU run's rounding: the leaderboard's rows are one-thread runs, --threads 1 repeats them",
+    help="torch CPU threads (default on a CPU: 1, as the leaderboard's rows were made, so a run "
+    "repeats them to the digit and keeps its speed on a loaded machine; on a GPU: the cores "
+    "this process may use). The thread count changes a CPU run's rounding: a run at N > 1 "
+    "threads is its own configuration on the leaderboard ([threads=N])",
 )
 def run(
     stream,
@@ -208,11 +237,14 @@ def run(
     """Run one strategy on one stream and append the results to the CSV."""
     import torch
 
+    from cladapt.device import resolve_device
     from cladapt.progress import NullProgress, RichProgress
     from cladapt.runner import RunSpec, execute
     from cladapt.workers import cpu_count
 
-    torch.set_num_threads(threads or cpu_count())
+    on_cpu = resolve_device(device).type == "cpu"
+    torch.set_num_threads(threads or (1 if on_cpu else cpu_count()))
+    out = out.expanduser()
 
     spec = RunSpec(
         stream=stream,
@@ -398,7 +430,7 @@ def describe(name, stream, sets, regularizers, data_root, plugins) -> None:
 
 
 def _describe_planned(catalog, strategy, stream, sets, regularizers, data_root) -> None:
-    from cladapt.planning import RunSpec, effective_values, plan
+    from cladapt.planning import RunSpec, definition_values, effective_values, plan
 
     spec = RunSpec(
         stream=stream,
@@ -408,16 +440,28 @@ def _describe_planned(catalog, strategy, stream, sets, regularizers, data_root) 
         data_root=data_root,
         regularizers=tuple(regularizers),
     )
-    planned = plan(spec, catalog)
+    try:
+        planned = plan(spec, catalog)
+    except DataError as exc:  # the data is not here: the values do not depend on it
+        label, rows = definition_values(spec, catalog)
+        planned, missing = None, exception_text(exc)
+    else:
+        label, rows = planned.strategy_label, effective_values(planned)
     t = Table(
-        title=plain(f"{planned.strategy_label} on {stream}: the values a run would use"),
+        title=plain(f"{label} on {stream}: the values a run would use"),
         title_justify="left",
     )
     for col in ("configuration", "parameter", "value", "from"):
-        t.add_column(col)
-    for group, key, value, source in effective_values(planned):
+        t.add_column(col, overflow="fold")
+    for group, key, value, source in rows:
         t.add_row(plain(group), plain(key), plain(repr(value)), plain(source))
     console.print(t)
+    if planned is None:
+        console.print(
+            plain(f"(from the stream's definition; its data is not here: {missing})"),
+            highlight=False,
+        )
+        return
     console.print(
         plain(f"setting {planned.setting}, model {planned.model_label}, device {planned.device}"),
         highlight=False,
@@ -483,21 +527,24 @@ def _default_results() -> Path:
 
 
 def _print_leaderboard(table, wide: bool = False) -> None:
-    """Compact tables that fit 100 columns (``wide``: every metric, for a wide terminal)."""
+    """Compact tables that fit the terminal, at most 100 columns, never cutting a number
+    (columns are left out instead, and said); ``wide``: every metric, as wide as it takes."""
     from cladapt.leaderboard.console import leaderboard_tables
 
-    out = console if wide or console.width <= 100 else Console(width=100)
-    tables = leaderboard_tables(table, wide=wide)
+    width = min(console.width, 100)
+    out = Console(width=max(console.width, 400)) if wide else Console(width=width)
+    tables = leaderboard_tables(table, wide=wide, width=None if wide else width)
     for title, t in tables:
-        out.print(plain(title, style="bold"))
+        out.print(plain(title, style="bold"), soft_wrap=True)
         out.print(t)
     if tables:
-        out.print(plain("values: mean ±std over seeds; --wide for every metric", style="dim"))
+        console.print(plain("values: mean ±std over seeds; --wide for every metric", style="dim"))
 
 
-def _print_claims(df, catalog=None) -> None:
+def _print_claims(df, catalog=None, suite: str | None = None) -> None:
     """The streams' published claims, evaluated on ``df``'s rows (streams without rows left
-    out)."""
+    out); each claim the rows cannot decide is listed with the runs it needs and the command
+    that makes them (``suite``: the bench suite that made the rows, said in the heading)."""
     from cladapt.leaderboard.claims import RULE, claims_of, evaluate
 
     catalog = catalog or _catalog(())
@@ -511,10 +558,9 @@ def _print_claims(df, catalog=None) -> None:
         t.add_column(name, overflow="fold")
     colours = {"held": "green", "not held": "red"}
     for v in shown:
-        sets = "".join(f" at {k}={x}" for k, x in v.claim.sets.items())
         t.add_row(
             plain(v.claim.stream),
-            plain(v.claim.statement + sets),
+            plain(_claim_statement(v.claim)),
             plain(v.status, style=colours.get(v.status, "yellow")),
             plain(v.numbers),
             plain(v.claim.paper.split(",")[0]),
@@ -522,16 +568,26 @@ def _print_claims(df, catalog=None) -> None:
     out = console if console.width <= 140 else Console(width=140)
     if shown:
         out.print(t)
-    missing = len(verdicts) - len(shown)
+    missing = [v for v in verdicts if v.status == "not run"]
     if missing:
-        out.print(
-            plain(
-                f"{missing} more claims need runs these rows do not have (the quick suite "
-                "leaves some out: cladapt bench --full); the site lists each with what is missing",
-                style="dim",
+        which = f"the {suite} suite does not make" if suite else "these rows do not have"
+        count = f"{len(missing)} claim{'s' if len(missing) > 1 else ''}"
+        out.print(plain(f"{count} need runs {which}:", style="dim"))
+        for v in missing:
+            sets = " ".join(f"--set {k}={x}" for k, x in v.claim.sets.items())
+            runs = ", ".join(v.missing) + (f" (with {sets})" if sets else "")
+            out.print(
+                plain(
+                    f"  {v.claim.stream}: {_claim_statement(v.claim)}: needs {runs}: {v.command()}",
+                    style="dim",
+                ),
+                soft_wrap=True,
             )
-        )
     out.print(plain(f"rule: {RULE}", style="dim"))
+
+
+def _claim_statement(claim) -> str:
+    return claim.statement + "".join(f" at {k}={x}" for k, x in claim.sets.items())
 
 
 @main.group(invoke_without_command=True)
@@ -584,9 +640,10 @@ def leaderboard_build(site: Path, results: tuple[Path, ...]) -> None:
 
 
 def _names(values: str | tuple[str, ...]) -> list[str]:
-    """Names from repeated options, each of which may be a comma-separated list."""
+    """Names from repeated options, each of which may be a comma-separated list; a name given
+    twice is one name (a grid never runs one configuration twice)."""
     values = (values,) if isinstance(values, str) else values
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return list(dict.fromkeys(v.strip() for value in values for v in value.split(",") if v.strip()))
 
 
 SEEDS_HELP = "N: the N seeds 0..N-1; a,b,c: those seeds (one seed: '5,'); a..b: a to b inclusive"
@@ -600,7 +657,7 @@ def parse_seeds(spec: str) -> list[int]:
             lo, hi = (int(v) for v in text.split(".."))
             seeds = list(range(lo, hi + 1))
         elif "," in text:
-            seeds = [int(v) for v in _names(text)]
+            seeds = [int(v) for v in text.split(",") if v.strip()]  # repeats are refused below
         else:
             seeds = list(range(int(text)))
     except ValueError:
@@ -683,18 +740,36 @@ def selection_options(required: bool):
     is_flag=True,
     help="print the time per (stream, strategy): worker seconds and recorded wall_time_s",
 )
+@click.option(
+    "--dry-run", is_flag=True, help="list the runs the suite would make, per stream, and stop"
+)
 @plugin_option
 def bench(
-    full, suite, out, site, append, device, workers, streams, strategies, seeds, profile, plugins
+    full,
+    suite,
+    out,
+    site,
+    append,
+    device,
+    workers,
+    streams,
+    strategies,
+    seeds,
+    profile,
+    dry_run,
+    plugins,
 ):
     """Run the benchmark suite on the embedded streams, then build the site. Default: the quick
     suite (the seed systems and their baselines, 1 seed); --full: every strategy, at each
     stream's number of seeds (3 unless its definition sets bench_seeds)."""
-    from cladapt.bench import default_workers, measured_wall_times, order_jobs, run_jobs, suite_jobs
-    from cladapt.leaderboard.aggregate import aggregate, load
-    from cladapt.leaderboard.site import build_site
-    from cladapt.results import check_results_path, is_sink, move_aside
+    from cladapt.bench import (
+        bench_lock,
+        suite_jobs,
+    )
+    from cladapt.leaderboard.site import check_site
+    from cladapt.results import check_results_path, is_sink
 
+    out, site = out.expanduser(), site.expanduser()
     if is_sink(out):  # the bench summarises its rows: a sink would run everything for nothing
         raise ConfigError(f"bench needs a results file to summarise; --out {out} keeps no rows")
     catalog = _catalog(plugins)
@@ -710,18 +785,39 @@ def bench(
         for s in catalog.strategies
         if (missing := missing_requirements(s.factory))
     }
-    name = "quick" if not full else ("full" if suite == "embedded" else "full-all")
-    jobs = suite_jobs(catalog, name, seed_list, only, streams, skip=set(unavailable))
+    suite_name = "quick" if not full else ("full" if suite == "embedded" else "full-all")
+    jobs = suite_jobs(catalog, suite_name, seed_list, only, streams, skip=set(unavailable))
     for name, missing in unavailable.items():
         if full or name in only:
             err_console.print(plain(f"skipping {name}: needs {missing} (optional extra)"))
     if not jobs:
         raise ConfigError("no runs in this selection (--stream / --strategy / --full)")
-    check_results_path(out)  # never delete or append to a file that is not a results CSV
+    if dry_run:
+        _print_jobs(jobs, catalog)
+        return
+    # fail now, not after the runs: never delete or append to a file that is not a results CSV,
+    # never build into a folder a site must not go
+    check_results_path(out)
+    check_site(site, [out])
+    if site.resolve() == out.resolve():
+        raise ConfigError(f"--site {site} is the results file (--out); name a folder for the site")
+    with bench_lock(out):
+        _bench(jobs, catalog, out, site, append, device, workers, profile, plugins, suite_name)
+
+
+def _bench(jobs, catalog, out, site, append, device, workers, profile, plugins, suite_name):
+    from cladapt.bench import default_workers, measured_wall_times, order_jobs, run_jobs
+    from cladapt.leaderboard.aggregate import aggregate, load
+    from cladapt.leaderboard.site import build_site
+    from cladapt.results import move_aside, read_results
+
     err_console.print(plain(f"{len(jobs)} runs, {_seeds_said(jobs)}"), highlight=False)
     protocol_of = {j: catalog.streams.get(j.stream).protocols[0] for j in jobs}
     jobs = order_jobs(jobs, measured_wall_times(out) if out.exists() else {}, protocol_of)
     workers = workers or default_workers(device, out)  # before --out is replaced: its peaks
+    kept: set[str] = set()  # with --append: the runs already in the file are summarised too
+    if append and out.exists() and out.stat().st_size:
+        kept = set(read_results(out).run_id)
     backup = None if append else move_aside(out)  # under the writers' lock; nothing deleted
     if backup is not None:
         err_console.print(plain(f"the earlier {out} was moved to {backup}"))
@@ -731,9 +827,16 @@ def bench(
     )
     elapsed = time.perf_counter() - tic
     failures = [f"{r.job.label()}: {r.error}" for r in results if r.error]
-    df = load([out])
+    made = {r.run_id for r in results if r.run_id}
+    # the summary and the site hold the runs this bench made (and, with --append, the file's
+    # earlier ones), never rows another process appended to the same file meanwhile
+    df = load([out]) if out.exists() else None
+    if df is None or not len(df[df.run_id.isin(made | kept)]):
+        _exit_if_failed(failures or ["no run of the bench wrote a row"])
+        return
+    df = df[df.run_id.isin(made | kept)].reset_index(drop=True)
     _print_leaderboard(aggregate(df))
-    _print_claims(df, catalog)
+    _print_claims(df, catalog, suite=suite_name)
     if profile:
         _print_profile(results, df, elapsed, workers)
     pages = [f for f in build_site(df, site, inputs=[out], catalog=catalog) if f.suffix == ".html"]
@@ -745,6 +848,23 @@ def bench(
         highlight=False,
     )
     _exit_if_failed(failures)
+
+
+def _print_jobs(jobs, catalog) -> None:
+    """``bench --dry-run``: the runs the suite would make, per stream, and nothing else."""
+    table = Table(title=f"{len(jobs)} runs (--dry-run: nothing runs)", title_justify="left")
+    for col in ("stream", "strategies", "seeds"):
+        table.add_column(col, overflow="fold")
+    per_stream: dict[str, dict[str, set[int]]] = {}
+    for j in jobs:
+        label = j.strategy + ("+pretrained" if j.pretrained else "")
+        per_stream.setdefault(j.stream, {}).setdefault(label, set()).add(j.seed)
+    for stream, strategies in per_stream.items():
+        seeds = sorted({s for v in strategies.values() for s in v})
+        table.add_row(
+            plain(stream), plain(", ".join(strategies)), plain(", ".join(map(str, seeds)))
+        )
+    console.print(table)
 
 
 def _seeds_said(jobs) -> str:
@@ -827,7 +947,8 @@ class _SweepDisplay:
         counts = self.counts
         if event == "retry":
             err_console.print(
-                f"{self.label(job)}: its worker was lost; retried as {message}", highlight=False
+                plain(f"{self.label(job)}: its worker was lost; retried as {message}"),
+                highlight=False,
             )
             return
         if event == "start":
@@ -929,11 +1050,14 @@ def sweep(
 ):
     """Run a grid of runs (streams x strategies x seeds) on Ray; finished runs are skipped."""
 
+    import torch
+
     from cladapt.results import check_results_path
     from cladapt.runner import RunSpec
-    from cladapt.sweep import Resources, label, plan, ray_available
+    from cladapt.sweep import Resources, label, plan, ray_available, run_threads
     from cladapt.sweep import sweep as run_sweep
 
+    out = out.expanduser()
     catalog = _catalog(plugins)
     stream_names, strategy_names = _names(streams), _names(strategies)
     seed_list = parse_seeds(seeds or "1")
@@ -957,6 +1081,9 @@ def sweep(
         data_root=data_root,
         plugins=tuple(plugins),
     )
+    threads = run_threads(device, address, cpus_per_run)
+    if threads is not None:  # the runs' identity (planned here) holds their thread count
+        torch.set_num_threads(threads)
     jobs, skipped = plan(stream_names, strategy_names, seed_list, base, catalog)
     err_console.print(plain(f"seeds {', '.join(map(str, seed_list))}"), highlight=False)
     if backend == "sequential":
@@ -971,7 +1098,7 @@ def sweep(
     with display.progress:
         display.start(len(jobs))
         resources = Resources(cpus=cpus_per_run, gpus=gpus_per_run, retries=retries)
-        used = run_sweep(jobs, display.on_event, backend, address, workers, resources)
+        used = run_sweep(jobs, display.on_event, backend, address, workers, resources, threads)
     counts = display.counts
     console.print(
         plain(
@@ -1010,4 +1137,4 @@ def new_plugin(name: str, parent: Path) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()

@@ -71,6 +71,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         return value
     if not isinstance(value, str):
         return value
+    if annotation in (int, float) or origin in (tuple, list):
+        _check_number_text(key, value, nested=origin in (tuple, list))
     try:
         if annotation is bool:
             low = value.lower()
@@ -85,6 +87,9 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             out = float(value)
             if math.isinf(out) and "inf" not in value.lower():  # 1e400 overflows to inf
                 raise ConfigError(f"--set {key}={value}: too large for a float (not finite)")
+            mantissa = value.lower().split("e")[0]
+            if out == 0.0 and any(c in "123456789" for c in mantissa):  # 1e-400 underflows to 0
+                raise ConfigError(f"--set {key}={value}: too small for a float (it would be 0)")
             return out
         if origin in (tuple, list):
             (inner, *_) = typing.get_args(annotation) or (str,)
@@ -96,6 +101,23 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
+def _check_number_text(key: str, value: str, nested: bool) -> None:
+    """Python's int() and float() read ``1_0`` as 10; a list of numbers is one flat list."""
+    if "_" in value:
+        raise ConfigError(f"--set {key}={value}: write numbers without underscores (e.g. 10)")
+    if nested and any(c in value.strip().strip("()[]") for c in "()[]"):
+        raise ConfigError(
+            f"--set {key}={value}: expected one flat list of numbers, e.g. {key}=[0.1,0.01]"
+        )
+
+
+def type_name(annotation: Any) -> str:
+    """A parameter's type as ``describe`` shows it; a Literal lists its choices."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + " | ".join(map(str, typing.get_args(annotation)))
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def field_help(cls: type) -> list[tuple[str, str, Any, str, str]]:
     """(name, type name, default, valid range, help) of each field of a config dataclass."""
     rows = []
@@ -105,7 +127,7 @@ def field_help(cls: type) -> list[tuple[str, str, Any, str, str]]:
         rows.append(
             (
                 f.name,
-                getattr(ann, "__name__", str(ann)),
+                type_name(ann),
                 default,
                 describe_range(f.metadata.get("range")),
                 f.metadata.get("help", ""),

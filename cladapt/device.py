@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import resource
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -113,3 +115,51 @@ def prefer_channels_last(model: torch.nn.Module) -> torch.nn.Module:
     convolution) are left as they are."""
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     return model.to(memory_format=torch.channels_last) if convs >= 2 else model
+
+
+@contextmanager
+def kept_torch_state() -> Iterator[None]:
+    """Restore torch's process-wide settings after a run, whatever a plugin set during it: the
+    default dtype, grad mode, CPU thread count, deterministic-algorithm flags, float32 matmul
+    precision, the TF32 and cuDNN switches and anomaly detection. Processes that run several
+    runs in turn (``cladapt sweep``, tests) then give each run the same start."""
+    kept = (
+        torch.get_default_dtype(),
+        torch.is_grad_enabled(),
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.get_float32_matmul_precision(),
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.is_anomaly_enabled(),
+    )
+    try:
+        yield
+    finally:
+        (
+            dtype,
+            grad,
+            threads,
+            det,
+            warn_only,
+            matmul,
+            tf32,
+            cudnn_tf32,
+            cudnn_det,
+            bench,
+            anomaly,
+        ) = kept
+        torch.set_default_dtype(dtype)
+        torch.set_grad_enabled(grad)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        torch.set_float32_matmul_precision(matmul)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+        torch.backends.cudnn.deterministic = cudnn_det
+        torch.backends.cudnn.benchmark = bench
+        torch.autograd.set_detect_anomaly(anomaly)

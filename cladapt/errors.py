@@ -35,6 +35,10 @@ class DivergenceError(CladaptError):
     """A loss became NaN or infinite."""
 
 
+class PluginWarning(UserWarning):
+    """A third-party plugin was skipped or will not work as written; the CLI prints one line."""
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) or SIGTERM: the run writes an error row and stops."""
 

@@ -11,15 +11,30 @@ from cladapt.errors import ConfigError
 
 # the largest learning rate a run may use, per optimizer family: past these a run diverges or
 # collapses (large-batch SGD recipes stay below ~3; Adam's step is already scaled to ~lr)
-MAX_LR = {torch.optim.SGD: 10.0, torch.optim.Adam: 1.0, torch.optim.AdamW: 1.0}
+# the largest sane learning rate per optimizer family (checked with isinstance, so subclasses
+# inherit their family's cap): a step of an adaptive method moves each weight by about lr, so
+# above 1 it moves weights by more than their scale; SGD's lr scales the gradient
+MAX_LR: dict[type, float] = {
+    torch.optim.SGD: 10.0,
+    torch.optim.Adadelta: 10.0,  # its lr scales an already unit-scaled step (default 1.0)
+    torch.optim.Adam: 1.0,
+    torch.optim.AdamW: 1.0,
+    torch.optim.RMSprop: 1.0,
+    torch.optim.Adagrad: 1.0,
+    torch.optim.Adamax: 1.0,
+    torch.optim.NAdam: 1.0,
+    torch.optim.RAdam: 1.0,
+}
+OTHER_MAX_LR = 10.0  # any other optimizer
 
 
 def check_learning_rates(optimizer: torch.optim.Optimizer) -> None:
-    """Refuse a learning rate outside the sane range of its optimizer (see ``MAX_LR``)."""
-    limit = next((v for k, v in MAX_LR.items() if type(optimizer) is k), None)
+    """Refuse a learning rate outside the sane range of its optimizer (see ``MAX_LR``), for
+    every optimizer a strategy may build (checked after setup and around every experience)."""
+    limit = next((v for k, v in MAX_LR.items() if isinstance(optimizer, k)), OTHER_MAX_LR)
     for group in optimizer.param_groups:
         lr = float(group.get("lr", 0.0))
-        if lr < 0 or (limit is not None and lr > limit):
+        if not (0 <= lr <= limit):  # also NaN
             raise ConfigError(
                 f"learning rate {lr:g} is outside the sane range of "
                 f"{type(optimizer).__name__} (0 .. {limit:g}); pass a smaller --set lr="

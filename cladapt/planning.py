@@ -22,7 +22,7 @@ from cladapt.errors import ConfigError, DataError, UnknownNameError
 from cladapt.manager import Catalog
 from cladapt.models.factory import check_model_name
 from cladapt.protocols import PROTOCOLS
-from cladapt.results import check_results_path
+from cladapt.results import check_cell, check_results_path
 from cladapt.stream import StreamOptions
 
 DEFAULT_OUT = Path("results") / "results.csv"  # never the committed leaderboard/ by default
@@ -114,7 +114,7 @@ class RunPlan:
             ("model", self.model_label),
             ("seed", str(spec.seed)),
             ("device", str(self.device)),
-            ("--set differing from the defaults", self.layered.config or "none"),
+            ("configuration (what differs from the defaults)", self.layered.config or "none"),
             ("results", str(spec.out) if spec.out is not None else "not written"),
             ("params_json", json.dumps(self.params, sort_keys=True, default=str)),
         ]
@@ -122,8 +122,8 @@ class RunPlan:
 
 def effective_values(planned: RunPlan) -> list[tuple[str, str, Any, str]]:
     """(group, parameter, value, where the value comes from) of every configuration the run
-    uses: ``default``, ``stream <name>`` (its definition's defaults) or ``--set`` (routed as
-    :func:`layer` routed it)."""
+    uses: ``default``, ``stream <name>`` (its definition's defaults, with the official file a
+    strategy's settings there come from) or ``--set`` (routed as :func:`layer` routed it)."""
     layered, stream = planned.layered, planned.stream
     titles = [f"protocol {layered.protocol_cls.name}", f"strategy {layered.strategy_entry.name}"]
     titles += [f"regularizer {name}" for name in layered.reg_names]
@@ -131,16 +131,56 @@ def effective_values(planned: RunPlan) -> list[tuple[str, str, Any, str]]:
     rows = [("stream options", k, v, "--set") for k, v in sorted(layered.stream_values.items())]
     owners = [layered.strategy_entry.name, layered.strategy_entry.name, *layered.reg_names]
     for title, cfg, given, owner in zip(titles, configs, layered.given, owners, strict=True):
-        from_stream = _stream_defaults(stream, type(cfg), owner)
-        for f in dataclasses.fields(cfg):
-            if f.name in given:
-                source = "--set"
-            elif f.name in from_stream:
-                source = f"stream {stream.name}"
-            else:
-                source = "default"
-            rows.append((title, f.name, getattr(cfg, f.name), source))
+        rows += _value_rows(title, cfg, given, stream, owner)
     return rows
+
+
+def _value_rows(title: str, cfg, given: dict[str, Any], stream, owner: str) -> list[tuple]:
+    from_stream = _stream_defaults(stream, type(cfg), owner)
+    own = getattr(stream, "strategy_defaults", {}).get(owner, {})
+    cited = getattr(stream, "strategy_sources", {}).get(owner, "")
+    rows = []
+    for f in dataclasses.fields(cfg):
+        if f.name in given:
+            source = "--set"
+        elif f.name in own and cited:
+            source = f"stream {stream.name}: {cited}"
+        elif f.name in from_stream:
+            source = f"stream {stream.name}"
+        else:
+            source = "default"
+        rows.append((title, f.name, getattr(cfg, f.name), source))
+    return rows
+
+
+def definition_values(
+    spec: RunSpec, catalog: Catalog
+) -> tuple[str, list[tuple[str, str, Any, str]]]:
+    """What :func:`effective_values` says, read from the stream's registered definition alone:
+    for a stream whose data is not on this machine (the values a run would use do not depend
+    on its files). Returns (strategy label, rows)."""
+    from cladapt.stream import Stream
+
+    stream_entry, strategy_entry, protocol_cls = _resolve(spec, catalog)
+    extra = stream_entry.extra
+    stub = Stream(
+        name=stream_entry.name,
+        protocol=protocol_cls.name,
+        experiences=[],
+        class_names=[],
+        input_shape=(3, 32, 32),
+        defaults=dict(extra.get("defaults", {})),
+        strategy_defaults=dict(extra.get("strategy_defaults", {})),
+        strategy_sources=dict(extra.get("strategy_sources", {})),
+    )
+    classes = [protocol_cls.Config, strategy_entry.factory.Config]
+    _, *values = split_values(spec.sets, StreamOptions, *classes)
+    rows = []
+    titles = [f"protocol {protocol_cls.name}", f"strategy {strategy_entry.name}"]
+    for title, cls, given in zip(titles, classes, values, strict=True):
+        cfg = build_config(cls, _stream_defaults(stub, cls, strategy_entry.name) | given)
+        rows += _value_rows(title, cfg, given, stub, strategy_entry.name)
+    return strategy_entry.name, rows
 
 
 def plan(spec: RunSpec, catalog: Catalog) -> RunPlan:
@@ -159,6 +199,23 @@ def plan(spec: RunSpec, catalog: Catalog) -> RunPlan:
     if setting not in allowed:
         raise UnknownNameError(f"setting for stream {stream.name!r}", setting, allowed)
     device = resolve_device(spec.device)
+    extras = []
+    if "standard_images_per_domain" in stream.facts:  # a truncated real benchmark
+        extras.append(f"images_per_domain={stream.facts['images_per_domain']}")
+    # what a strategy says about how it will run here (EATA without Fisher images is ETA)
+    facts = getattr(layered.strategy_entry.factory, "configuration_facts", None)
+    if callable(facts):  # a plugin's class need not derive from Strategy
+        extras += [str(f) for f in facts(stream, layered.strategy)]
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and threads != 1:
+        # a CPU kernel splits its sums over the threads, so the thread count changes the
+        # result's last bits: a run at N threads is its own configuration (the leaderboard's
+        # rows are one-thread runs, the default of `cladapt run` and `bench` on a CPU)
+        extras.append(f"threads={threads}")
+    if extras:
+        layered = dataclasses.replace(
+            layered, config=", ".join(([layered.config] if layered.config else []) + extras)
+        )
     model_name = spec.model or stream.defaults.get("model", "small-cnn")
     # the stream's pretrained weights go with its default model only
     pretrained = spec.pretrained or (
@@ -166,9 +223,14 @@ def plan(spec: RunSpec, catalog: Catalog) -> RunPlan:
     )
     check_model_name(catalog.models, model_name)
     _check_pretrained(spec.pretrained, model_name, catalog)
-    if spec.checkpoint and not Path(spec.checkpoint).is_file():
-        raise DataError(f"checkpoint not found: {spec.checkpoint}")
+    if spec.checkpoint:  # a missing file, a FIFO, a file that is no checkpoint: said now
+        from cladapt.models.checkpoints import check_checkpoint_file
+
+        check_checkpoint_file(spec.checkpoint)
     own = layered.strategy_entry.factory.regularizers
+    params = _params(layered, pretrained)
+    # every row carries params_json: one the results file cannot hold fails now, not mid-run
+    check_cell("params_json", json.dumps(params, sort_keys=True, default=str))
     return RunPlan(
         spec=spec,
         layered=layered,
@@ -182,7 +244,7 @@ def plan(spec: RunSpec, catalog: Catalog) -> RunPlan:
         model_label=model_label(
             model_name, pretrained, spec.checkpoint, registered=model_name in catalog.models
         ),
-        params=_params(layered, pretrained),
+        params=params,
     )
 
 
@@ -216,6 +278,20 @@ def _resolve(spec: RunSpec, catalog: Catalog):
     return stream_entry, strategy_entry, PROTOCOLS[protocol_name]
 
 
+def check_hook_names(entry) -> None:
+    """Refuse a strategy or regulariser with a method marked ``@hookimpl`` whose name is no
+    cladapt hook (``cladapt_adpat``): pluggy would register it and never call it, and the run
+    would be scored as if the method were not there."""
+    from cladapt.manager import unknown_hooks
+
+    for hook, close in unknown_hooks(entry.factory):
+        hint = f"; did you mean {close}?" if close else ""
+        raise ConfigError(
+            f"{entry.name!r} (plugin {entry.origin}) marks {hook} as a cladapt hook, but no "
+            f"cladapt hook has that name{hint} (it would never be called)"
+        )
+
+
 def regularizer_entry(catalog: Catalog, name: str, protocol: str):
     entry = catalog.strategies.regularizers.get(name)
     if protocol not in entry.protocols:
@@ -228,6 +304,8 @@ def layer(spec: RunSpec, catalog: Catalog) -> Layered:
     stream_entry, strategy_entry, protocol_cls = _resolve(spec, catalog)
     reg_names = list(dict.fromkeys([*strategy_entry.factory.regularizers, *spec.regularizers]))
     reg_entries = [regularizer_entry(catalog, name, protocol_cls.name) for name in reg_names]
+    for entry in (strategy_entry, *reg_entries):
+        check_hook_names(entry)
     classes = [protocol_cls.Config, strategy_entry.factory.Config]
     classes += [e.factory.Config for e in reg_entries]
     stream_values, *values = split_values(spec.sets, StreamOptions, *classes)

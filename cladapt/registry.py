@@ -52,6 +52,12 @@ class Registry(Generic[T]):
             )
         self._entries[entry.name] = entry
 
+    def forget(self, origins: set[str]) -> None:
+        """Drop the entries the plugins ``origins`` registered (a plugin skipped half-way)."""
+        self._entries = {k: e for k, e in self._entries.items() if e.origin not in origins}
+        if isinstance(self, StrategyRegistry):
+            self.regularizers.forget(origins)
+
     def get(self, name: str) -> Entry:
         try:
             return self._entries[name]

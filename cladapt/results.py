@@ -25,6 +25,12 @@ malformed before the last record, is a one-line :class:`DataError` naming the li
 Text cells that a spreadsheet would run as a formula (starting with ``= + - @``, a tab or a
 carriage return) are written with a leading ``'`` (OWASP's advice for CSV injection); a cell that
 itself starts with ``'`` gets one more, so :func:`read_results` restores every value exactly.
+
+What the writer writes, the reader reads: a row holding a line-breaking character that Python's
+``csv`` writer leaves unquoted (a bare carriage return, as a CRLF shell script leaves at the end of
+its last argument; form feeds, U+0085, U+2028, ...) is written with every cell quoted, and a cell
+longer than ``CELL_LIMIT`` characters (Python's ``csv.field_size_limit()`` default, which other
+CSV readers share) is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import io
 import math
 import os
 import re
+import stat
 import tempfile
 import uuid
 import warnings
@@ -78,6 +85,10 @@ _HEADER_BYTES = HEADER.encode()
 _BOM = b"\xef\xbb\xbf"
 NUMERIC_COLUMNS = ("seed", "value")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+# characters that end a line for some reader (str.splitlines) but that csv's writer does not quote
+_LINE_BREAKS = re.compile("[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+CELL_LIMIT = 131_072  # csv.field_size_limit()'s default: the longest cell any csv reader takes
+SEED_MAX = 2**32 - 1  # the seeds a run accepts (numpy's seed range)
 
 
 class ResultsWarning(UserWarning):
@@ -129,24 +140,41 @@ def unescape_cell(value: str) -> str:
     return value[1:] if value.startswith("'") else value
 
 
+def check_cell(column: str, value: Any) -> None:
+    """Refuse a cell the reader could not read back (longer than :data:`CELL_LIMIT`)."""
+    if isinstance(value, str) and len(value) > CELL_LIMIT:
+        raise CladaptError(
+            f"a results row's {column} would be {len(value):,} characters, over the "
+            f"{CELL_LIMIT:,} a CSV cell may hold (csv.field_size_limit): nothing was written; "
+            "shorten what it records (e.g. a --set value or a plugin's Config default)"
+        )
+
+
 def rows_to_csv(rows: Iterable[dict[str, Any]], header: bool) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="raise")
+    # csv quotes a cell holding "\n" but not a bare "\r" (nor U+2028, ...): such a row is
+    # written with every cell quoted, so no reader splits it
+    quoted = csv.DictWriter(
+        buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="raise", quoting=csv.QUOTE_ALL
+    )
     if header:
         writer.writeheader()
     for row in rows:
-        writer.writerow(
-            {
-                k: (
-                    _format_value(v, row.get("metric", ""))
-                    if k == "value"
-                    else v
-                    if k == "seed"
-                    else escape_cell(v)
-                )
-                for k, v in row.items()
-            }
-        )
+        cells = {
+            k: (
+                _format_value(v, row.get("metric", ""))
+                if k == "value"
+                else v
+                if k == "seed"
+                else escape_cell(v)
+            )
+            for k, v in row.items()
+        }
+        for k, v in cells.items():
+            check_cell(k, v)
+        breaks = any(isinstance(v, str) and _LINE_BREAKS.search(v) for v in cells.values())
+        (quoted if breaks else writer).writerow(cells)
     return buf.getvalue()
 
 
@@ -157,8 +185,18 @@ def is_sink(path: str | os.PathLike) -> bool:
 
 def _first_line(path: Path) -> bytes:
     with open(path, "rb") as f:
-        head = f.read(len(_BOM) + len(_HEADER_BYTES) + 2)
-    return head.removeprefix(_BOM).splitlines()[0] if head.strip() else b""
+        return _first_of(f.read(len(_BOM) + len(_HEADER_BYTES) + 2))
+
+
+def _first_of(head: bytes) -> bytes:
+    """The first line of a file's first bytes, a UTF-8 byte-order mark left out (b"" for a file
+    holding nothing else, as PowerShell's ``Out-File -Encoding utf8`` leaves an empty one)."""
+    lines = head.removeprefix(_BOM).splitlines()
+    return lines[0] if lines else b""
+
+
+def _is_empty(raw: bytes) -> bool:
+    return not raw.removeprefix(_BOM).strip()
 
 
 def _not_results(path: os.PathLike) -> DataError:
@@ -170,15 +208,31 @@ def _not_results(path: os.PathLike) -> DataError:
 
 def check_results_path(path: str | os.PathLike) -> None:
     """Fail at once, before any work, if ``path`` cannot take cladapt result rows: it exists but
-    is not a results CSV, is not a regular file, or its folder is not writable."""
+    is not a results CSV (every row is checked, as the first append would), is not a regular
+    file, is a symlink to nothing, or its folder is not writable."""
     path = Path(path)
     if is_sink(path):
         return
+    try:
+        _check_results_path(path)
+    except OSError as exc:  # a name too long, a symlink loop, a path through a file, ...
+        raise DataError(f"cannot use {path} as the results file: {exc.strerror or exc}") from None
+
+
+def _check_results_path(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        raise DataError(
+            f"{path} is a symlink to a file that does not exist (or a symlink loop); "
+            "pass --out FILE.csv"
+        )
     if path.exists():
         if not path.is_file():
             raise DataError(f"{path} is not a regular file; pass --out FILE.csv")
-        if path.stat().st_size and _first_line(path) != _HEADER_BYTES:
-            raise _not_results(path)
+        raw = path.read_bytes()
+        if not _is_empty(raw):
+            if _first_of(raw[: len(_BOM) + len(_HEADER_BYTES) + 2]) != _HEADER_BYTES:
+                raise _not_results(path)
+            _scan(raw, path)  # a malformed row is refused now, not after the run's work
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -212,8 +266,15 @@ def locked(path: str | os.PathLike) -> Iterator[int]:
     while we waited (``bench`` moving an old file aside), the new file is locked instead."""
     path = Path(path)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise _write_error(path, exc) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device put in its place
+                raise CladaptError(
+                    f"cannot write results to {path}: it is no longer a regular file"
+                )
             release = _lock(fd, path)
             try:
                 try:
@@ -227,6 +288,17 @@ def locked(path: str | os.PathLike) -> Iterator[int]:
                 release()
         finally:
             os.close(fd)
+
+
+def _write_error(path: os.PathLike, exc: OSError) -> CladaptError:
+    """One line for a results file that cannot be written (the reason in words)."""
+    why = {
+        errno.EFBIG: "the file-size limit (ulimit -f) was reached",
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EISDIR: "it is a folder now",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return CladaptError(f"could not write results to {path}: {why}")
 
 
 def _lock(fd: int, path: Path):
@@ -284,6 +356,23 @@ def _scan(raw: bytes, path: os.PathLike) -> _Scan:
                 raise DataError(
                     f"{path}, line {n + 1}: not UTF-8 text (not a cladapt results CSV)"
                 ) from None
+    with _long_cells():
+        return _parse(raw, lines, offsets, cut_char, path)
+
+
+@contextmanager
+def _long_cells():
+    """Parse with csv's cell limit raised, so a cell over :data:`CELL_LIMIT` (which the writer
+    no longer writes, an older file may hold) is read, never mistaken for a torn record."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, 2**31 - 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _parse(raw: bytes, lines: list[str], offsets: list[int], cut_char: bool, path) -> _Scan:
     reader = csv.reader(iter(lines), strict=True)
     try:
         header = next(reader)
@@ -366,21 +455,26 @@ def append_rows(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None
     body = rows_to_csv(rows, header=False).encode()  # a bad value fails before the file opens
     with locked(path) as fd:
         size = os.fstat(fd).st_size
-        if size:  # validate before anything is modified
-            os.lseek(fd, 0, os.SEEK_SET)
-            first = os.read(fd, len(_BOM) + len(_HEADER_BYTES) + 2).removeprefix(_BOM)
-            if first.splitlines()[0] != _HEADER_BYTES:
-                raise _not_results(path)
-        data = (_repair_tail(fd, path) if size else (HEADER + "\n").encode()) + body
+        head = os.pread(fd, len(_BOM) + len(_HEADER_BYTES) + 2, 0) if size else b""
+        empty = _is_empty(head) and _is_empty(os.pread(fd, size, 0))
+        if size and not empty and _first_of(head) != _HEADER_BYTES:  # checked before any change
+            raise _not_results(path)
+        if empty:  # a new file, or one holding only a byte-order mark / blank lines
+            os.ftruncate(fd, len(_BOM) if head.startswith(_BOM) else 0)
+            data = (HEADER + "\n").encode() + body
+        else:
+            data = _repair_tail(fd, path) + body
         before = os.fstat(fd).st_size
         try:
             written = os.write(fd, data)
-        except OSError as exc:  # e.g. ENOSPC before a single byte went out
+        except OSError as exc:  # e.g. ENOSPC or EFBIG before a single byte went out
             os.ftruncate(fd, before)
-            raise CladaptError(f"could not write results to {path}: {exc.strerror}") from None
-        if written != len(data):  # regular files do not short-write unless the disk is full
+            raise _write_error(path, exc) from None
+        if written != len(data):  # a short write: the disk or the file-size limit is full
             os.ftruncate(fd, before)
-            raise CladaptError(f"could not write results to {path} (disk full?)")
+            raise CladaptError(
+                f"could not write results to {path}: the disk or the file-size limit is full"
+            )
         os.fsync(fd)
 
 
@@ -414,7 +508,7 @@ def _parse_value(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-_SEED = re.compile(r"-?[0-9]+")
+_SEED = re.compile(r"[0-9]{1,10}")
 
 
 def read_results(path: str | os.PathLike):
@@ -427,7 +521,7 @@ def read_results(path: str | os.PathLike):
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read results file {path}: {exc.strerror or exc}") from None
-    if not raw.strip():
+    if _is_empty(raw):
         raise DataError(f"{path} is empty: not a cladapt results CSV")
     scan = _scan(raw, path)
     if scan.torn_at is not None:
@@ -439,9 +533,10 @@ def read_results(path: str | os.PathLike):
     value_at, seed_at = COLUMNS.index("value"), COLUMNS.index("seed")
     rows = []
     for line, rec in zip(scan.lines, scan.records, strict=True):
-        if rec[seed_at] and not _SEED.fullmatch(rec[seed_at]):
+        seed = rec[seed_at]
+        if seed and not (_SEED.fullmatch(seed) and int(seed) <= SEED_MAX):
             raise DataError(
-                f"{path}, line {line}: seed {rec[seed_at]!r} is not an integer "
+                f"{path}, line {line}: seed {seed[:40]!r} is not an integer in 0 .. 2^32-1 "
                 "(not a valid results row)"
             )
         row: list[Any] = [

@@ -5,10 +5,13 @@ the three in a row."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from cladapt.context import Run
 from cladapt.defaults import DefaultBehaviour
 from cladapt.device import (
     amp_dtype,
+    kept_torch_state,
     peak_memory_mb,
     prefer_channels_last,
     reset_peak_memory,
@@ -27,10 +31,12 @@ from cladapt.device import (
 )
 from cladapt.errors import CladaptError, exception_text, interruption_note
 from cladapt.hookspecs import hookimpl
+from cladapt.leaderboard.aggregate import RESERVED_METRICS
 from cladapt.manager import Catalog, load_catalog, run_manager
 from cladapt.models.checkpoints import load_into, weights_digest
 from cladapt.models.factory import Normalized, create_model
 from cladapt.models.source import get_source_model
+from cladapt.optim import check_learning_rates
 from cladapt.planning import (  # noqa: F401  (RunSpec, model_label: the runner's public names)
     RunPlan,
     RunSpec,
@@ -85,6 +91,66 @@ class ResultWriter:
             append_rows(self.path, rows)
 
 
+class RunGuard:
+    """Observer plugin: what no plugin may change while a run goes on, checked after the
+    strategy's setup and around every experience (called after the strategy's own hooks):
+    the stream's experiences and their data (a run is scored on every experience the plan
+    built), the protocol's and the strategy's parameters (the rows record the plan: a change
+    would make ``params_json`` false) and each optimizer's learning rate (in its sane range)."""
+
+    def __init__(self, plan: RunPlan) -> None:
+        self.stream = plan.stream
+        self.experiences = [_fingerprint(e) for e in plan.stream.experiences]
+        self.params = dataclasses.asdict(plan.layered.protocol)
+        self.strategy = dataclasses.asdict(plan.layered.strategy)
+
+    def check(self, run: Run, when: str) -> None:
+        who = f"strategy {run.strategy.name!r}"
+        now = [_fingerprint(e) for e in run.stream.experiences]
+        if run.stream is not self.stream or now != self.experiences:
+            raise CladaptError(
+                f"{who} changed the stream's experiences or their data ({when}); a run is "
+                "scored on every experience its plan built, as built"
+            )
+        for label, planned, cfg in (
+            ("run.params", self.params, run.params),
+            ("its Config", self.strategy, getattr(run.strategy, "cfg", None)),
+        ):
+            if cfg is None or not dataclasses.is_dataclass(cfg):
+                continue
+            changed = {
+                k: (v, getattr(cfg, k, None))
+                for k, v in planned.items()
+                if getattr(cfg, k, None) != v
+            }
+            if changed:
+                k, (old, new) = next(iter(changed.items()))
+                raise CladaptError(
+                    f"{who} changed {label}.{k} from {old!r} to {new!r} ({when}): the rows record "
+                    "the planned values, so parameters are read-only during a run; set them with "
+                    "--set"
+                )
+        if run.optimizer is not None:
+            check_learning_rates(run.optimizer)
+
+    @hookimpl(trylast=True)
+    def cladapt_setup(self, run: Run) -> None:
+        self.check(run, "in setup")
+
+    @hookimpl(trylast=True)
+    def cladapt_before_experience(self, run: Run, experience) -> None:
+        self.check(run, f"before {experience.name}")
+
+    @hookimpl(trylast=True)
+    def cladapt_after_experience(self, run: Run, experience) -> None:
+        self.check(run, f"after {experience.name}")
+
+
+def _fingerprint(exp) -> tuple:
+    splits = (exp.train, exp.test, exp.dev, exp.unlabelled)
+    return (id(exp), exp.name) + tuple((id(d), len(d)) if d is not None else None for d in splits)
+
+
 class Models:
     """The run's models, made as its plan says: ``fresh()`` (a new model of the run's
     architecture on the device, from ``--checkpoint`` when given) and ``source()`` (the model
@@ -131,9 +197,17 @@ class Models:
         if plan.spec.checkpoint or (stream.source is None and plan.pretrained):
             return self.fresh()
         if stream.source is None:
+            why = f" ({stream.source_missing})" if stream.source_missing else ""
+            ways = ["--checkpoint PATH (the source model's weights)"]
+            default = (stream.defaults or {}).get("model")
+            if plan.model_name not in self.catalog.models:  # a timm model: library weights
+                ways.append("--pretrained (its library's ImageNet weights)")
+            elif default and default not in self.catalog.models:
+                ways.append(f"--model {default} --pretrained (the stream's default model)")
+            if stream.has_source_data:
+                ways.append("--data-root DIR holding the source data, to train one")
             raise CladaptError(
-                f"stream {stream.name!r} has no source data; pass --pretrained (a model trained "
-                "on the source distribution, e.g. timm ImageNet weights) or --checkpoint PATH"
+                f"stream {stream.name!r} has no source data{why}; pass " + ", or ".join(ways)
             )
         tic = time.perf_counter()
         cache_name = plan.model_name + ("-pretrained" if plan.pretrained else "")
@@ -196,7 +270,10 @@ def build(
     }
     writer = ResultWriter(spec.out, facts, plan.params, sink)
     models = Models(plan, catalog, writer.recorded, progress)
-    pm = run_manager(DefaultBehaviour(), writer, *spec.run_plugins, *regularizers, strategy)
+    # the guard is registered first: among the trylast implementations it is called last
+    pm = run_manager(
+        RunGuard(plan), DefaultBehaviour(), writer, *spec.run_plugins, *regularizers, strategy
+    )
     context = Run(
         run_id=run_id,
         stream=plan.stream,
@@ -222,14 +299,22 @@ def run(built: BuiltRun) -> RunOutcome:
     failure or Ctrl-C appends an ``error`` row and re-raises; a finished run appends its
     summary rows."""
     ctx, writer, pm = built.context, built.writer, built.pm
-    pm.add_hookcall_monitoring(lambda *_: raise_if_interrupted(), lambda *_: None)
+    thread_errors: list[str] = []
+
+    def before_hook(*_) -> None:
+        raise_if_interrupted()
+        raise_thread_error(thread_errors)
+
+    pm.add_hookcall_monitoring(before_hook, lambda *_: None)
     reset_peak_memory(ctx.device)
     start = time.perf_counter()
     status = "error"
     try:
         try:
-            result = built.plan.protocol_cls().run(ctx)
+            with threads_reported(thread_errors):
+                result = built.plan.protocol_cls().run(ctx)
             raise_if_interrupted()  # a swallowed Ctrl-C is never scored
+            raise_thread_error(thread_errors)  # nor a run whose plugin's thread failed
             status = "ok"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -258,7 +343,33 @@ def run(built: BuiltRun) -> RunOutcome:
         note = text if isinstance(exc, CladaptError) else f"{type(exc).__name__}: {text}"
         writer.write([error_record(note)])
         raise
+    except BaseException as exc:  # asyncio's CancelledError, GeneratorExit, a test runner's
+        note = f"a plugin raised {type(exc).__name__}: {exception_text(exc)}"
+        writer.write([error_record(note)])
+        raise CladaptError(note) from None
     return RunOutcome(run=ctx, result=result, summary=summary)
+
+
+@contextmanager
+def threads_reported(errors: list[str]):
+    """While a run goes on, an exception in a thread a plugin started is recorded (instead of
+    Python's traceback on stderr) for :func:`raise_thread_error` to stop the run with."""
+    previous = threading.excepthook
+
+    def hook(args) -> None:
+        name = getattr(args.thread, "name", "?")
+        errors.append(f"{name!r}: {args.exc_type.__name__}: {exception_text(args.exc_value)}")
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
+
+
+def raise_thread_error(errors: list[str]) -> None:
+    if errors:
+        raise CladaptError(f"a plugin's thread {errors[0]} (the run is not scored)")
 
 
 def execute(
@@ -272,8 +383,9 @@ def execute(
     """Plan, build and run one (stream, strategy, seed). With ``sink`` the rows go to it
     instead of ``spec.out`` (which is then not touched); ``run_id`` defaults to a new one."""
     catalog = catalog or load_catalog(spec.plugins)
-    the_plan = plan(replace(spec, out=None) if sink is not None else spec, catalog)
-    return run(build(the_plan, catalog, progress, run_id=run_id, sink=sink))
+    with kept_torch_state():  # what a plugin sets process-wide ends with its run
+        the_plan = plan(replace(spec, out=None) if sink is not None else spec, catalog)
+        return run(build(the_plan, catalog, progress, run_id=run_id, sink=sink))
 
 
 def _summary(run: Run, result, pm, start: float, excluded_s: float) -> dict[str, float]:
@@ -296,11 +408,18 @@ def _summary(run: Run, result, pm, start: float, excluded_s: float) -> dict[str,
     }
     if run.stream.notes:  # e.g. tasks of a NEVIS list that were not found on disk
         summary["experiences"] = float(len(run.stream.experiences))
-    measured = set(summary)
+    measured = set(summary) | RESERVED_METRICS
     for impl in reversed(pm.hook.cladapt_describe.get_hookimpls()):
         extra = impl.function(run=run)
-        summary |= _described(impl.plugin_name, extra, measured)
+        summary |= _described(plugin_label(impl.plugin), extra, measured)
     return summary
+
+
+def plugin_label(plugin: object) -> str:
+    """A run plugin as a user knows it: a strategy or regulariser by its registered name, a
+    module by its name, anything else by its class (never pluggy's object id)."""
+    name = getattr(plugin, "name", None) or getattr(plugin, "__name__", None)
+    return str(name) if name else type(plugin).__name__
 
 
 def _described(plugin: str, extra: object, measured: set[str]) -> dict[str, float]:
@@ -313,8 +432,8 @@ def _described(plugin: str, extra: object, measured: set[str]) -> dict[str, floa
     for key, value in extra.items():
         if not isinstance(key, str) or key in measured:
             raise CladaptError(
-                f"{where} returned {key!r}, a metric the run measures itself: "
-                "a plugin may add metrics, never replace one"
+                f"{where} returned {key!r}, a metric or column the harness measures or ranks "
+                "by itself: a plugin may add metrics under names of its own, never replace one"
             )
         try:
             number = float(value)

@@ -40,6 +40,13 @@ class Strategy:
     def __init__(self, cfg: Any | None = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()
 
+    @staticmethod
+    def configuration_facts(stream: Any, cfg: Any) -> list[str]:
+        """``key=value`` facts about how the strategy will run on ``stream`` that its rows'
+        configuration label must carry (EATA on a stream without clean images for its Fisher
+        term runs as ETA: ``fisher=none (ETA)``), decided when the run is planned."""
+        return []
+
 
 class Regularizer:
     """A loss plugin composed with any training strategy (``--with NAME``): implements

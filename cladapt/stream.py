@@ -54,6 +54,32 @@ class StreamOptions:
         "split-CIFAR papers), janson2022 (the simple-baseline paper's CIFAR-100 order), seeded "
         "(torch permutation of the stream's class_order_seed), sorted ('': the stream's own)",
     )
+    train_copies: int = param(
+        0,
+        "digits-uda: the training digits and K - 1 deformed copies (random affine + elastic, "
+        "Simard et al. 2003), for the labelled source and, blended, the unlabelled target: a "
+        "training set of MNIST's order of size from the 1 257 digits (0: the stream's own, 1)",
+        ge=0,
+        le=100,
+    )
+    input_normalization: str = param(
+        "",
+        "what a --pretrained model sees: pretrained (inputs normalised with its weights' mean / "
+        "std, timm's pretrained_cfg) or none (raw [0, 1] inputs, as the simple-baseline paper's "
+        "code feeds them) ('': pretrained)",
+    )
+    preprocess: str = param(
+        "",
+        "ImageNet-C images: crop224 (as released, 224 px; EATA's and SAR's evaluation) or "
+        "res256crop224 (resized to 256 and centre-cropped to 224: RobustBench's Res256Crop224, "
+        "which CoTTA's ImageNet code loads ImageNet-C with) ('': the stream's own)",
+    )
+    corruption_order: str = param(
+        "",
+        "order of a corruption stream's domains: standard (gaussian_noise ... jpeg_compression), "
+        "cotta10 (CoTTA's ten ImageNet orders, imagenet/cfgs/10orders: the run's seed picks "
+        "order seed mod 10, so seeds 0-9 run all ten) ('': the stream's own)",
+    )
 
 
 @dataclass(frozen=True)
@@ -83,6 +109,8 @@ class Stream:
     # settings, e.g. EATA's ImageNet lr, MCC's Office budget), over ``defaults``, for that
     # strategy's runs only (its own and the protocol's parameters)
     strategy_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # per strategy name, where its settings on this stream come from (the official file)
+    strategy_sources: dict[str, str] = field(default_factory=dict)
     description: str = ""
     notes: list[str] = field(
         default_factory=list
@@ -101,6 +129,11 @@ class Stream:
     facts: dict[str, Any] = field(default_factory=dict)
     # label-preserving test-time augmentation (CoTTA, ViDA): see TTAAugmentation
     tta_augmentation: TTAAugmentation = field(default_factory=TTAAugmentation)
+    # why a stream that trains its source model has no source data here (said when a run needs
+    # it: no --checkpoint, no pre-trained weights)
+    source_missing: str = ""
+    # False for a stream that never has source data (ImageNet-C: the source model is pre-trained)
+    has_source_data: bool = True
 
     @property
     def num_classes(self) -> int:

@@ -98,7 +98,8 @@ def plan(
     catalog = catalog or load_catalog(base.plugins)
     done = finished_keys(Path(base.out)) if base.out is not None else set()
     jobs, skipped = [], []
-    seeds = list(seeds)
+    planned: set[str] = set()
+    seeds = list(dict.fromkeys(seeds))
     for stream in streams:
         for strategy in strategies:
             spec = replace(base, stream=stream, strategy=strategy)
@@ -112,7 +113,8 @@ def plan(
                 key = run_key(stream, label_, config, model, setting, seed)
                 if key in done:
                     skipped.append(key)
-                else:
+                elif key not in planned:  # one configuration named twice runs once
+                    planned.add(key)
                     jobs.append(SweepJob(replace(spec, seed=seed), key))
     return jobs, skipped
 
@@ -209,11 +211,27 @@ def run_job(
 Callback = Callable[[str, SweepJob, str], None]  # (event, job, message)
 
 
-def run_sequential(jobs: list[SweepJob], on_event: Callback) -> None:
+def run_sequential(jobs: list[SweepJob], on_event: Callback, threads: int | None = None) -> None:
     for job in jobs:
         on_event("start", job, "")
-        ok, msg = run_job(job.spec, job.key)
+        ok, msg = run_job(job.spec, job.key, threads=threads)
         on_event("done" if ok else "failed", job, msg)
+
+
+def run_threads(device: str, address: str | None, cpus_per_run: float) -> int | None:
+    """Torch threads of each run of a sweep on CPUs: one on this machine, as ``bench`` and the
+    leaderboard's rows (the thread count changes a CPU run's rounding, so it is part of a run's
+    identity), the CPUs each run reserves on a cluster; None on a GPU (the cores are shared
+    out, and the count changes nothing there)."""
+    from cladapt.device import resolve_device
+
+    try:
+        on_cpu = resolve_device(device).type == "cpu"
+    except CladaptError:  # a device not here: the runs fail and say why
+        on_cpu = True
+    if not on_cpu:
+        return None
+    return max(1, int(cpus_per_run)) if address else 1
 
 
 @dataclass(frozen=True)
@@ -328,6 +346,7 @@ def run_on_ray(
     address: str | None,
     workers: int | None,
     resources: Resources = Resources(),
+    threads: int | None = None,
 ) -> None:
     import ray
 
@@ -339,9 +358,11 @@ def run_on_ray(
     if gpus is None:
         gpus = default_gpus_per_run(address, ray.cluster_resources().get("GPU", 0), out)
     _check_fits(ray.nodes(), resources.cpus, gpus)
-    if address:  # torch threads match the CPUs each run reserves on its node
+    if threads is not None:  # CPU runs: what run_threads decided (the runs' identity has it)
+        pass
+    elif address:  # torch threads match the CPUs each run reserves on its node
         threads = max(1, int(resources.cpus))
-    else:  # this machine's cores shared by the runs that fit at once
+    else:  # on a GPU, this machine's cores shared by the runs that fit at once
         cpus = int(ray.available_resources().get("CPU", 1))
         threads = max(1, (os.cpu_count() or 1) // max(1, min(cpus, len(jobs) or 1)))
     relay = _driver_relay()
@@ -481,11 +502,13 @@ def sweep(
     address: str | None = None,
     workers: int | None = None,
     resources: Resources = Resources(),
+    threads: int | None = None,
 ) -> str:
-    """Run ``jobs``; returns the backend used ("ray" or "sequential")."""
+    """Run ``jobs``; returns the backend used ("ray" or "sequential"). ``threads``: each run's
+    torch threads (:func:`run_threads`)."""
     use_ray = backend == "ray" or (backend == "auto" and ray_available())
     if use_ray and jobs:
-        run_on_ray(jobs, on_event, address, workers, resources)
+        run_on_ray(jobs, on_event, address, workers, resources, threads)
         return "ray"
-    run_sequential(jobs, on_event)
+    run_sequential(jobs, on_event, threads)
     return "sequential"

@@ -30,21 +30,60 @@ _CONTROL = re.compile(
 )
 
 
+# an ANSI / OSC escape sequence whole (its ESC alone would be removed by _CONTROL, leaving
+# "[1m" in the text)
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?)")
+
+
 def clean(value: Any) -> str:
-    """``str(value)`` without control, bidi or zero-width characters."""
-    return _CONTROL.sub("", str(value))
+    """``str(value)`` without escape sequences, control, bidi or zero-width characters."""
+    return _CONTROL.sub("", _ESCAPES.sub("", str(value)))
+
+
+# characters that print as nothing although no Unicode category says so: Hangul fillers and the
+# blank Braille pattern
+_BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def unsafe_name(name: object) -> str:
     """Why ``name`` cannot name a strategy, stream or model ('' if it can): two names that look
-    alike must be one name, and a name must print as it reads."""
+    alike must be one name, a name must print as it reads, and a command line must read it as a
+    name (not an option)."""
+    import unicodedata
+
     if not isinstance(name, str) or not name.strip():
         return "a name must be a non-empty string"
     if name != name.strip():
         return "a name must not start or end with white space"
     if _CONTROL.search(name) or "\n" in name or "\t" in name:
         return "a name must not contain control, bidi or zero-width characters"
+    if not name[0].isalnum():
+        return "a name must start with a letter or a digit (not '-', '_' or a symbol)"
+    if unicodedata.normalize("NFKC", name) != name:
+        return (
+            "a name must be written in Unicode's NFKC form "
+            "(no separate accents, no compatibility forms)"
+        )
+    for c in name:
+        if unicodedata.category(c) in ("Cc", "Cf", "Co", "Cn", "Zl", "Zp", "Mn", "Me") or (
+            c in _BLANKS
+        ):
+            return f"a name must not contain invisible or combining characters (U+{ord(c):04X})"
+    scripts = {unicodedata.name(c, "?").split()[0] for c in name if c.isalpha()}
+    if len(scripts) > 1:
+        return (
+            f"a name must not mix scripts ({', '.join(sorted(scripts)).title()}): it would look "
+            "like another name"
+        )
     return ""
+
+
+def name_key(name: object) -> str:
+    """The name a results file's key cell stands for: as printed (no control, bidi or
+    zero-width characters), in NFKC form, so two cells that look alike are one key."""
+    import unicodedata
+
+    return unicodedata.normalize("NFKC", clean(name))
 
 
 def plain(value: Any, style: str = "") -> Text:
@@ -115,7 +154,9 @@ def install_warning_printer(console) -> None:
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         console.print(plain(f"warning: {message}", style="yellow"), soft_wrap=True)
 
+    from cladapt.errors import PluginWarning
     from cladapt.results import ResultsWarning
 
     warnings.showwarning = show  # type: ignore[assignment]
     warnings.filterwarnings("always", category=ResultsWarning)
+    warnings.filterwarnings("default", category=PluginWarning)

@@ -374,15 +374,9 @@ def conceptual_captions(path: Path) -> list[str]:
 def reference_images(root: Path, size: int) -> Dataset:
     """Every image under ``root`` (any depth; ImageNet's train folder works), labels ignored."""
     import torchvision.transforms as T
-    from PIL import Image
 
-    if not root.is_dir():
-        raise DataError(f"ref_images: no such folder {root}")
-    files = sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"}
-    )
-    if not files:
-        raise DataError(f"ref_images: no .jpg/.png images under {root}")
+    from cladapt.data.folders import ImagesUnder
+
     tf = T.Compose(
         [
             T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
@@ -390,16 +384,7 @@ def reference_images(root: Path, size: int) -> Dataset:
             T.ToTensor(),
         ]
     )
-
-    class Files(Dataset):
-        def __len__(self) -> int:
-            return len(files)
-
-        def __getitem__(self, i: int):
-            with Image.open(files[i]) as im:
-                return (tf(im.convert("RGB")),)
-
-    return Files()
+    return ImagesUnder(root, tf, "ref_images")
 
 
 @hookimpl

@@ -19,14 +19,19 @@ line by line:
   squared gradient of the batch cross-entropy averaged over batches, before any adaptation.
 - The scored logits are those of the forward pass that computed the loss (before the update).
 
-Defaults: the peer benchmark's CIFAR configuration (mariodoebler/test-time-adaptation,
+Defaults: the peer benchmark's CIFAR-10 configuration (mariodoebler/test-time-adaptation,
 ``cfgs/cifar10_c/eata.yaml``: Adam lr 1e-3, ``fisher_alpha`` 1, ``d_margin`` 0.4, E0 = 0.4 ln C,
-2000 source samples), because the official repository has ImageNet settings only (SGD lr
-2.5e-4, momentum 0.9, ``fisher_alpha`` 2000, ``d_margin`` 0.05 — pass them with ``--set``).
+2000 source samples), because the official repository has ImageNet settings only. The streams
+set the others (``strategy_defaults`` in ``streams/corruptions.toml``): cifar100-c the peer's
+``cfgs/cifar100_c/eata.yaml`` (``d_margin`` 0.1), imagenet-c the official ImageNet settings (SGD
+lr 2.5e-4, momentum 0.9, ``fisher_alpha`` 2000, ``d_margin`` 0.05). The Fisher information needs
+clean in-distribution images: the stream's labelled source data where it has some, else
+``--set fisher_data=DIR`` (the official code: 2000 clean ImageNet validation images). Without
+either EATA runs without its Fisher term — ETA, as the peer does — and its rows say so: the
+configuration label reads ``fisher=none (ETA)`` and ``describe`` has ``fisher: 0``.
 Deviations, stated: the Fisher batches have the test batch size (the official code's loader
-has it too); a stream without labelled source data runs without the Fisher term (EATA becomes
-ETA, as in the peer) and says so in ``describe`` (``fisher: 0``). One number is read from the
-device per batch (how many samples were selected), as the official code's ``if`` needs.
+has it too). One number is read from the device per batch (how many samples were selected), as
+the official code's ``if`` needs.
 """
 
 from __future__ import annotations
@@ -73,6 +78,13 @@ class EATAConfig:
         1.0, "weight of the Fisher anti-forgetting term (0: ETA; official ImageNet: 2000)", ge=0
     )
     fisher_samples: int = param(2000, "labelled-source images for the Fisher information", ge=0)
+    fisher_data: str = param(
+        "",
+        "a folder of clean in-distribution images (<class>/<image> or flat) for the Fisher "
+        "information on a stream without labelled source data (the official ImageNet code takes "
+        "2000 clean ImageNet validation images; labels are not needed: EATA uses its own "
+        "predictions)",
+    )
 
 
 def select_samples(
@@ -89,12 +101,29 @@ def select_samples(
     return reliable, selected, ent
 
 
+def fisher_images(run: Run, c: EATAConfig):
+    """Clean in-distribution images for the Fisher information: ``fisher_data`` when given,
+    else the stream's labelled source training data, else None (EATA runs as ETA)."""
+    if c.fisher_data:
+        from cladapt.data.folders import evaluation_images
+
+        return evaluation_images(c.fisher_data, run.stream.input_shape[-1], "fisher_data")
+    source = run.stream.source
+    return source.train if source is not None and source.train is not None else None
+
+
+def runs_as_eta(stream, cfg: EATAConfig) -> bool:
+    """Whether a run of ``cfg`` on ``stream`` has no images for its Fisher term."""
+    has_source = stream.source is not None and stream.source.train is not None
+    wants = cfg.fisher_alpha > 0 and cfg.fisher_samples > 0
+    return wants and not cfg.fisher_data and not has_source
+
+
 def fisher_information(
-    run: Run, params: dict[str, torch.nn.Parameter], samples: int, batch_size: int
+    run: Run, params: dict[str, torch.nn.Parameter], samples: int, batch_size: int, data
 ) -> dict[str, torch.Tensor]:
-    """Squared gradients of the pseudo-labelled cross-entropy on source images, averaged over
+    """Squared gradients of the pseudo-labelled cross-entropy on clean images, averaged over
     batches (the official ``main.py``)."""
-    data = run.stream.source.train
     n = min(samples, len(data))
     # its own generator: drawing from run.generator would change the test order, which every
     # method must share
@@ -119,6 +148,11 @@ class EATA(Strategy):
     protocols = ("test_time",)
     Config = EATAConfig
 
+    @staticmethod
+    def configuration_facts(stream, cfg: EATAConfig) -> list[str]:
+        """What the run's configuration label adds: a run without Fisher images is ETA."""
+        return ["fisher=none (ETA)"] if runs_as_eta(stream, cfg) else []
+
     @hookimpl
     def cladapt_setup(self, run: Run) -> None:
         c = self.cfg
@@ -127,10 +161,10 @@ class EATA(Strategy):
         self.params = {names[id(p)]: p for p in params}
         self.e_margin = c.entropy_margin * math.log(run.stream.num_classes)
         self.fisher: dict[str, torch.Tensor] | None = None
-        source = run.stream.source
-        if c.fisher_alpha > 0 and c.fisher_samples > 0 and source and source.train is not None:
+        data = fisher_images(run, c)
+        if c.fisher_alpha > 0 and c.fisher_samples > 0 and data is not None:
             self.fisher = fisher_information(
-                run, self.params, c.fisher_samples, run.params.batch_size
+                run, self.params, c.fisher_samples, run.params.batch_size, data
             )
             self.anchor = {n: p.detach().clone() for n, p in self.params.items()}
         run.optimizer = make_optimizer(c.optimizer, params, c.lr, c.momentum)

@@ -169,13 +169,19 @@ class MetaBlock(nn.Module):
         return out
 
 
+class MetaBlocks(nn.ModuleList):
+    """The meta blocks of a network; while ``cut`` is set, each group's input is detached (the
+    public codes' test-time gradient path): a meta block then gets no gradient from the losses
+    computed after the next group."""
+
+    cut = False
+
+
 def attach_meta_blocks(
-    model: nn.Module, input_shape: tuple[int, int, int], kernel: int = 3, cut: bool = False
-) -> nn.ModuleList:
+    model: nn.Module, input_shape: tuple[int, int, int], kernel: int = 3
+) -> MetaBlocks:
     """Add a meta block to each group through forward (pre-)hooks; returns the meta blocks,
-    registered as ``model.ecotta_meta`` so they move, save and restore with the model. ``cut``:
-    each group's input is detached (the community code's gradient path), so a meta block gets no
-    gradient from the losses computed after the next group."""
+    registered as ``model.ecotta_meta`` so they move, save and restore with the model."""
     groups = stage_groups(model)
     if not groups:
         raise ConfigError("ecotta needs a CNN encoder with stages (SmallCNN, ResNet, timm stages)")
@@ -197,13 +203,12 @@ def attach_meta_blocks(
     model.train(was_training)
     for h in probes:
         h.remove()
-    blocks = nn.ModuleList(
+    blocks = MetaBlocks(
         MetaBlock(i[1], o[1], max(1, round(i[-1] / o[-1])), kernel) for i, o in shapes
     ).to(device)
     for g, block in zip(groups, blocks, strict=True):
         cache = {}
-        if cut:
-            g[0].register_forward_pre_hook(lambda m, a: (a[0].detach(), *a[1:]))
+        g[0].register_forward_pre_hook(lambda m, a: (a[0].detach(), *a[1:]) if blocks.cut else None)
         g[0].register_forward_pre_hook(lambda m, a, c=cache: c.update(x=a[0]))
         g[-1].register_forward_hook(lambda m, a, o, c=cache, b=block: b(c.pop("x"), o))
     model.ecotta_meta = blocks
@@ -221,10 +226,14 @@ class EcoTTAConfig:
     meta_kernel: Literal[3, 1] = param(
         3, "meta conv kernel: 3 (the authors' sample code) or 1 (about 9x fewer parameters)"
     )
-    gradient_path: Literal["full", "per-group"] = param(
-        "full",
-        "full: the losses' gradients reach every meta block through the frozen network (the "
-        "paper); per-group: each group's input detached (the community code)",
+    procedure: Literal["paper", "authors-sample", "community-two-step"] = param(
+        "paper",
+        "the test-time step: paper (one step on entropy + lambda R, the gradients reaching every "
+        "meta block through the frozen network: our reading of the paper's Fig. 3 caption); "
+        "authors-sample (the same step with every group's input detached: the authors' "
+        "ecotta_sample_code.py); community-two-step (Lily-Le/EcoTTA main.py: a step on lambda R "
+        "with the inputs detached, then a step on the entropy of a second, uncut forward, which "
+        "is scored). The source warm-up is uncut in all three, as in both public codes",
     )
 
 
@@ -249,15 +258,11 @@ class EcoTTA(Strategy):
         # source (cached) is the same for every run seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            self.blocks = attach_meta_blocks(
-                model,
-                run.stream.input_shape,
-                self.cfg.meta_kernel,
-                cut=self.cfg.gradient_path == "per-group",
-            )
+            self.blocks = attach_meta_blocks(model, run.stream.input_shape, self.cfg.meta_kernel)
         self.blocks.requires_grad_(True)
-        self.warmed_up = self._warm_up(run)
+        self.warmed_up = self._warm_up(run)  # uncut: both public codes warm up without the cut
         self.blocks.train()
+        self.blocks.cut = self.cfg.procedure == "authors-sample"
         run.optimizer = torch.optim.SGD(
             self.blocks.parameters(), lr=self.cfg.lr, momentum=self.cfg.momentum
         )
@@ -289,21 +294,31 @@ class EcoTTA(Strategy):
                 reg=c.reg_weight,
                 kernel=c.meta_kernel,
                 version=4,  # 3: conv branch with default init (was dead); 4: digest key
-                # (only when set: the default's key, and so its shipped file, stay as they were)
-                **({"gradient_path": c.gradient_path} if c.gradient_path != "full" else {}),
             ),
             meta=asdict(c),
         )
 
+    def _entropy(self, run: Run, logits: torch.Tensor) -> torch.Tensor:
+        """Mean entropy of the samples below the margin (0 when there are none)."""
+        ent = entropy(logits)
+        keep = (ent < self.cfg.entropy_margin * math.log(run.stream.num_classes)).float()
+        return (ent * keep).sum() / keep.sum().clamp_min(1.0)
+
     @hookimpl
     def cladapt_adapt(self, run: Run, batch: Batch) -> torch.Tensor:
         c = self.cfg
+        if c.procedure == "community-two-step":
+            self.blocks.cut = True  # first step: the regulariser alone, inputs detached
+            with run.autocast():
+                run.model(batch.x)
+            adapt_step(run, c.reg_weight * self._loss_regularisation())
+            self.blocks.cut = False
         with run.autocast():
             logits = run.model(batch.x)
-        ent = entropy(logits)
-        keep = (ent < c.entropy_margin * math.log(run.stream.num_classes)).float()
-        loss = (ent * keep).sum() / keep.sum().clamp_min(1.0)
-        adapt_step(run, loss + c.reg_weight * self._loss_regularisation())
+        loss = self._entropy(run, logits)
+        if c.procedure != "community-two-step":
+            loss = loss + c.reg_weight * self._loss_regularisation()
+        adapt_step(run, loss)
         return logits.detach().float()
 
     @hookimpl

@@ -38,7 +38,8 @@ import torch
 from cladapt.plugins.tta import replace_batchnorm
 from torch import nn
 
-from cladapt.adaptation import Augment, ema_update, frozen_copy, soft_cross_entropy
+from cladapt.adaptation import ema_update, frozen_copy, soft_cross_entropy
+from cladapt.augment import Augment
 from cladapt.batch import Batch
 from cladapt.config import param
 from cladapt.context import Run

@@ -12,8 +12,11 @@ Followed line by line:
   E0; gradient there; back to theta and an SGD (momentum 0.9) step with that gradient.
 - Model recovery: an exponential moving average (0.9) of the second loss; when it falls below
   ``reset_em`` (0.2) the model and the optimizer are reset to their initial state — a collapsed
-  model (trivially confident on everything) is restored. The average is kept through the
-  recovery, as the official ``SAR.forward`` does (``reset()`` sets it to None, then
+  model (trivially confident on everything) is restored. As in the official code the optimizer
+  is SAM over SGD and the recovery loads SAM's own state (``optimizer.load_state_dict``): the
+  base SGD's momentum buffers live in the base optimizer and survive it, so here the recovery
+  restores the weights and the learning rates and keeps SGD's momentum. The average is kept
+  through the recovery, as the official ``SAR.forward`` does (``reset()`` sets it to None, then
   ``self.ema = ema`` writes the low value back), so recovery repeats on the following batches
   until the loss average rises above ``reset_em``; ``recovery_ema=cleared`` restarts it instead.
 - The scored logits are those of the first forward pass.
@@ -43,7 +46,7 @@ from cladapt.context import Run
 from cladapt.errors import ConfigError
 from cladapt.hookspecs import hookimpl
 from cladapt.protocols.base import flag_nonfinite
-from cladapt.protocols.selection import capture, load
+from cladapt.protocols.selection import capture
 from cladapt.registry import StrategyRegistry
 from cladapt.strategy import Strategy
 
@@ -143,7 +146,11 @@ class SAR(Strategy):
         self.recoveries = 0
 
     def _recover(self, run: Run) -> None:
-        load(run.model, run.optimizer, self.initial)  # copies: later steps never write into it
+        """The official ``reset()``: the weights and SAM's state, not the base SGD's momentum."""
+        weights, optimizer = self.initial
+        run.model.load_state_dict(weights)  # copies: later steps never write into it
+        for group, saved in zip(run.optimizer.param_groups, optimizer["param_groups"], strict=True):
+            group.update({k: v for k, v in saved.items() if k != "params"})
         if self.cfg.recovery_ema == "cleared":
             self.loss_ema = None
 

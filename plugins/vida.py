@@ -10,22 +10,32 @@ config). What follows the official code:
 - Homeostatic knowledge allotment: the teacher predicts ``augmentations`` (10) augmented views;
   u = 0.1 * mean variance of those logits. If u >= threshold the high-rank adapter's scale is
   1 + u and the low-rank one's 1 - u, else the reverse; the scales apply to student and teacher.
-- Student-teacher: loss = soft cross-entropy of the student against the teacher's prediction;
-  Adam (model lr 1e-4, adapters 1e-5, beta1 0.9); EMA teacher (0.999 for the model and the
-  adapters on CIFAR); stochastic restore of the student (p = 0.1); the teacher's prediction on
-  the clean batch is scored.
+- Student-teacher: loss = soft cross-entropy of the student against the teacher's prediction
+  (``cifar/vida.py``; ``imagenet/vida.py`` uses the symmetric cross-entropy, ``--set
+  loss=symmetric-ce``, the imagenet-c streams' setting); Adam (model lr 1e-4, adapters 1e-5, beta1
+  0.9); EMA teacher (0.999 for the model and the adapters on CIFAR; adapters 0.8 on ImageNet);
+  stochastic restore of the student (p = 0.1; ``imagenet/vida.py`` has it commented out); the
+  teacher's prediction on the clean batch is scored.
 
 Where the paper and the official code part, the paper is followed and the code's choice is a
 setting:
 - The target of the consistency loss. The paper's Fig. 2: "the student model processes the
   original image, while the teacher model processes an augmented version of the same image".
   The official ``forward_and_adapt`` takes the teacher's prediction on the clean batch instead
-  (``pseudo_label=clean``). The teacher starts as a copy of the student and both see that batch,
-  so that loss has zero gradient until they part, and nothing else makes them part: on the
+  (``pseudo_label=clean``), computed after this batch's scales are set. With ``cifar/vida.py``'s
+  soft cross-entropy the teacher starts as a copy of the student and both see that batch, so
+  that loss has zero gradient until they part, and nothing else makes them part: on the
   embedded streams ``pseudo_label=clean`` scores exactly as bn-adapt (``benchmarks/vida_vs_bn.py``;
   on a CPU its gradient is rounding, ~1e-8, which Adam turns into lr-sized steps of no
-  direction). ``augmented`` (default) takes the teacher's prediction on the first of the
-  uncertainty estimate's augmented views (no extra forward pass).
+  direction). ``imagenet/vida.py``'s symmetric cross-entropy has a second half, the student's
+  entropy weighted by the teacher, which does move them apart. ``augmented`` (default) takes the
+  teacher's prediction on the first of the uncertainty estimate's augmented views (no extra
+  forward pass), which the teacher made under the previous batch's scales (set after the
+  uncertainty is known; the paper does not say which scales its augmented target uses).
+- The official teacher runs in ``eval()``; here it is a copy of the configured student: on a
+  ViT (LayerNorm, no dropout in timm's models) the two are the same, and on a CNN its BatchNorm
+  has no running statistics left (as the student's), so it normalises with the batch in either
+  mode.
 - Source-trained adapters. The official runs load adapters trained on the source data (the
   repository's README links the checkpoints; the code that trained them is not released). Here,
   on streams with labelled source data, the adapters (only) are trained before test time:
@@ -40,9 +50,11 @@ setting:
 
 Other deviations, stated: the official ``set_scale`` updates only the low-rank scale (modules
 have both attributes, so its ``elif`` never runs); both scales are set here. For CNNs (the
-embedded small CNN), adapters are 1x1 convolutions in parallel to every 'same'-padded
-convolution, with the convolution's stride, and BatchNorm uses batch statistics in student and
-teacher (the official CIFAR/ImageNet ViDA code is ViT-only).
+embedded small CNN's variant, a ResNet-50 on ImageNet-C), adapters are 1x1 convolutions in
+parallel to every 'same'-padded convolution, with the convolution's stride, and BatchNorm uses
+batch statistics in student and teacher. The official code, and every published ViDA number, is
+ViT-only (ViT-B/16): ViDA on a CNN has no official setting, and the settings a stream gives it
+(e.g. imagenet-c's, from ``imagenet/cfgs/vit/vida.yaml``) are the ViT's.
 """
 
 from __future__ import annotations
@@ -56,11 +68,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cladapt.adaptation import (
-    Augment,
     batch_statistics,
     frozen_copy,
     mean_teacher_step,
 )
+from cladapt.augment import Augment, teacher_views
 from cladapt.batch import Batch
 from cladapt.config import param
 from cladapt.context import Run
@@ -193,7 +205,8 @@ class ViDAConfig:
     ema: float = param(0.999, "teacher EMA momentum of the model's parameters", ge=0, le=1)
     ema_adapters: float = param(
         0.999,
-        "teacher EMA momentum of the adapters (official CIFAR and ImageNet: 0.999)",
+        "teacher EMA momentum of the adapters (official CIFAR: 0.999; ImageNet: 0.8, "
+        "imagenet/cfgs/vit/vida.yaml MT_ViDA)",
         ge=0,
         le=1,
     )
@@ -201,6 +214,12 @@ class ViDAConfig:
         0.05, "HKA threshold on u (CIFAR 0.05, ImageNet 0.2)", ge=0
     )
     augmentations: int = param(10, "augmented teacher passes for the uncertainty", ge=1)
+    augment_memory_mb: float = param(
+        4096,
+        "the augmented views are made (and, on a GPU, passed through the teacher) in chunks of "
+        "at most this many MB / 8 of images; the result does not depend on it",
+        gt=0,
+    )
     restore_prob: float = param(0.1, "stochastic restore probability per weight", ge=0, le=1)
     pseudo_label: Literal["augmented", "clean"] = param(
         "augmented",
@@ -223,6 +242,11 @@ class ViDAConfig:
     weight_files = ("adapters",)
     optimizer: Literal["adam", "sgd"] = param(
         "adam", "Adam, beta1 0.9 (official CIFAR) or SGD, Nesterov momentum 0.9 (official ImageNet)"
+    )
+    loss: Literal["soft-ce", "symmetric-ce"] = param(
+        "soft-ce",
+        "consistency loss: soft-ce (cifar/vida.py) or the symmetric cross-entropy of "
+        "imagenet/vida.py (half of it is the student's own entropy term)",
     )
 
 
@@ -313,8 +337,8 @@ class ViDA(Strategy):
     def cladapt_adapt(self, run: Run, batch: Batch) -> torch.Tensor:
         c, x = self.cfg, batch.x
         with torch.no_grad(), run.autocast():
-            views = torch.stack(
-                [self.teacher(self.augment(x)).float() for _ in range(c.augmentations)]
+            views = teacher_views(
+                self.teacher, x, self.augment, c.augmentations, c.augment_memory_mb
             )
         u = float(views.var(0).mean() * 0.1)  # one number from the device per batch
         high_dominant = u >= c.uncertainty_threshold
@@ -338,6 +362,7 @@ class ViDA(Strategy):
             self._momentum,
             self.source_state,
             c.restore_prob,
+            symmetric=c.loss == "symmetric-ce",
         )
         return teacher_logits
 

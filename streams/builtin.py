@@ -72,8 +72,10 @@ def _expand(name: str, d: dict[str, Any]) -> dict[str, Any]:
 
 # `--set` stream options (cladapt.stream.StreamOptions) each kind of stream takes
 STREAM_OPTIONS = {
-    "split-classes": ("image_size", "class_order"),
-    "rotated-domains": ("image_size",),
+    "split-classes": ("image_size", "class_order", "input_normalization"),
+    "rotated-domains": ("image_size", "input_normalization"),
+    "imagenet-c": ("preprocess", "corruption_order"),
+    "digits-uda": ("train_copies",),
 }
 
 
@@ -101,8 +103,14 @@ def cladapt_register_streams(registry: StreamRegistry) -> None:
                 bench_seeds=int(d.get("bench_seeds", 3)),  # seeds the full bench runs
                 quick_strategies=tuple(d.get("quick_strategies", ())),
                 claims=tuple(d.get("claims", ())),
+                # a UDA stream's claims are judged per target, as the papers' tables are
+                claim_targets=tuple(t["name"] for t in d.get("targets", ())),
                 claims_setting=(d.get("settings") or [None])[0],
                 prompted=d["kind"] in ("mtil", "mtil-mini"),
                 strategies=tuple(d.get("bench_strategies", ())),
                 options=STREAM_OPTIONS.get(d["kind"], ()),
+                # what a run would use, readable without the stream's data (`describe`)
+                defaults=dict(d.get("defaults", {})),
+                strategy_defaults={k: dict(v) for k, v in d.get("strategy_defaults", {}).items()},
+                strategy_sources=dict(d.get("strategy_sources", {})),
             )

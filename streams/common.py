@@ -36,6 +36,7 @@ def common_fields(name: str, d: dict[str, Any]) -> dict[str, Any]:
         settings=tuple(d.get("settings", ())),
         defaults=dict(d.get("defaults", {})),
         strategy_defaults={k: dict(v) for k, v in d.get("strategy_defaults", {}).items()},
+        strategy_sources=dict(d.get("strategy_sources", {})),
         description=d.get("description", ""),
         source_id=d.get("source_id", ""),
         tta_augmentation=TTAAugmentation(**d.get("tta_augmentation", {})),

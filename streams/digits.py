@@ -8,7 +8,7 @@ from typing import Any
 from cladapt.streams.common import common_fields, digits_source, shifted
 from torch.utils.data import TensorDataset
 
-from cladapt.data.digits import digits_split, subset_classes
+from cladapt.data.digits import digits_split, subset_classes, with_deformed_copies
 from cladapt.stream import Experience, Stream
 
 
@@ -46,22 +46,35 @@ def build_digits_shifts(
 
 
 def build_digits_uda(
-    name: str, d: dict[str, Any], data_root: str | None = None, seed: int = 0
+    name: str,
+    d: dict[str, Any],
+    data_root: str | None = None,
+    seed: int = 0,
+    train_copies: int = 0,
 ) -> Stream:
     train, test = digits_split()
+    copies = train_copies or int(d.get("train_copies", 1))
+    source = digits_source()
+    target_train = train
+    if copies > 1:  # the same copies for every run: the data never depends on the run's seed
+        source.train = with_deformed_copies(train, copies, seed=1)
+        target_train = with_deformed_copies(train, copies, seed=1 + copies)
     exps = [
         Experience(
             name=t["name"],
             kind="domain",
             # the target's training images: a differently seeded shift of the train split
             # (labels kept for the target-oracle; the protocol strips them for every method)
-            unlabelled=shifted(train, t["shift"], t.get("level", 0.0), f"train/{t['name']}"),
+            unlabelled=shifted(target_train, t["shift"], t.get("level", 0.0), f"train/{t['name']}"),
             test=shifted(test, t["shift"], t.get("level", 0.0), f"test/{t['name']}"),
             metadata={"shift": t["shift"], "level": t.get("level", 0.0)},
         )
         for t in d["targets"]
     ]
-    return Stream(experiences=exps, source=digits_source(), **common_fields(name, d))
+    stream = Stream(experiences=exps, source=source, **common_fields(name, d))
+    if copies > 1:
+        stream.facts = {**stream.facts, "train_copies": copies}
+    return stream
 
 
 def build_fonts_digits(

@@ -65,6 +65,10 @@ def mini_split_sizes(n: int, min_dev: int) -> tuple[int, int, int]:
     return n_train, max(n_dev, min_dev), max(n - n_train - n_dev, min_dev)
 
 
+# dm_nevis feeds its learners images in [-1, 1] (augmentations.normalize: (x - 0.5) * 2)
+DM_NEVIS_RANGE = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
 def build_nevis_mini(
     name: str, d: dict[str, Any], data_root: str | None = None, seed: int = 0
 ) -> Stream:
@@ -179,4 +183,4 @@ def build_nevis(
     common = common_fields(name, d) | {"class_names": class_names, "input_shape": (3, size, size)}
     notes = [f"{len(exps)} of {len(tasks)} tasks found under {root}; {len(missing)} skipped"]
     notes += [f"skipped {m}" for m in missing]
-    return Stream(experiences=exps, notes=notes, **common)
+    return Stream(experiences=exps, notes=notes, normalization=DM_NEVIS_RANGE, **common)

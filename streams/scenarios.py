@@ -26,6 +26,18 @@ def _scenario_dataset(
     return (*open_dataset(d["dataset"], root, size, download), size)
 
 
+def _normalizes(choice: str) -> bool:
+    """Whether a --pretrained model gets its weights' input mean / std (``input_normalization``)."""
+    if choice not in ("", "pretrained", "none"):
+        raise ConfigError(f"input_normalization={choice}: expected pretrained or none")
+    return choice != "none"
+
+
+def _normalization_fact(choice: str) -> dict[str, str]:
+    # recorded only when changed, so rows made before the option keep their facts
+    return {"input_normalization": choice} if choice == "none" else {}
+
+
 def build_split_classes(
     name: str,
     d: dict[str, Any],
@@ -34,6 +46,7 @@ def build_split_classes(
     download: bool = False,
     image_size: int = 0,
     class_order: str = "",
+    input_normalization: str = "",
 ) -> Stream:
     from cladapt.data import scenarios
 
@@ -48,8 +61,9 @@ def build_split_classes(
     common = common_fields(name, d) | {
         "class_names": [names[i] for i in order],
         "input_shape": (3, size, size),
-        "facts": {"class_order": kind, "classes": order.tolist(), "image_size": size},
-        "normalize_for_pretrained": True,
+        "facts": {"class_order": kind, "classes": order.tolist(), "image_size": size}
+        | _normalization_fact(input_normalization),
+        "normalize_for_pretrained": _normalizes(input_normalization),
     }
     return Stream(experiences=exps, **common)
 
@@ -61,6 +75,7 @@ def build_rotated_domains(
     seed: int = 0,
     download: bool = False,
     image_size: int = 0,
+    input_normalization: str = "",
 ) -> Stream:
     from cladapt.data.scenarios import rotated
 
@@ -78,7 +93,7 @@ def build_rotated_domains(
     common = common_fields(name, d) | {
         "class_names": names,
         "input_shape": (3, size, size),
-        "facts": {"image_size": size},
-        "normalize_for_pretrained": True,
+        "facts": {"image_size": size} | _normalization_fact(input_normalization),
+        "normalize_for_pretrained": _normalizes(input_normalization),
     }
     return Stream(experiences=exps, **common)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cladapt.hookspecs import hookimpl
 from cladapt.strategy import Strategy
 
-MARKUP_NAME = "[bold red]x[/] [/oops]"
+MARKUP_NAME = "x[bold red]x[/] [/oops]"  # a name starts with a letter or a digit
 
 
 class MarkupNamed(Strategy):

@@ -51,7 +51,7 @@ def test_cifar10_c_reader_slices_severities(tmp_path, catalog, out):
     assert int(x[0, 0, 0, 0]) == 10 * 5 + 3  # severity 5 rows of defocus_blur
     x2, _ = stream.experiences[3].at_severity(2).tensors
     assert int(x2[0, 0, 0, 0]) == 10 * 2 + 3
-    assert stream.notes and "no CIFAR10" in stream.notes[0]  # no clean CIFAR-10 here
+    assert "no CIFAR10" in stream.source_missing  # no clean CIFAR-10 here
     # the stream's default model is RobustBench's Standard WRN-28-10, and a checkpoint in
     # RobustBench's format ({"state_dict"}, DataParallel's "module." names) loads into it
     from cladapt.models.robustbench import WideResNet
@@ -241,7 +241,7 @@ def test_imagenet_c_runs_each_method_at_its_official_imagenet_settings(tmp_path,
     assert planned("digits-c", "eata").layered.strategy.lr == 1e-3
     assert planned("imagenet-c", "eata", {"lr": "1e-4"}).layered.strategy.lr == 1e-4
     sources = {(g, k): src for g, k, _, src in effective_values(planned("imagenet-c", "eata"))}
-    assert sources[("strategy eata", "d_margin")] == "stream imagenet-c"
+    assert sources[("strategy eata", "d_margin")].startswith("stream imagenet-c: mr-eggplant/EATA")
     assert sources[("strategy eata", "entropy_margin")] == "default"
 
 

@@ -127,7 +127,7 @@ def test_sar_adapts_norms_below_the_last_stage_with_a_sharpness_aware_step(catal
     )
 
 
-def test_sar_resets_a_collapsed_model_and_its_optimizer(catalog):
+def test_sar_resets_a_collapsed_model_and_keeps_the_base_momentum(catalog):
     model = _model_with_source_stats()
     with torch.no_grad():
         model.head.weight.mul_(1000)  # trivially confident on everything: a collapse
@@ -139,11 +139,14 @@ def test_sar_resets_a_collapsed_model_and_its_optimizer(catalog):
     # the official SAR.forward writes the low loss average back after reset(): it is kept
     assert sar.recoveries == 1 and sar.loss_ema is not None and sar.loss_ema < 0.2
     assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items())
-    assert run.optimizer.state_dict()["state"] == {}  # momentum buffers gone too
+    # the official recovery reloads SAM's state; the base SGD's momentum buffers live in the
+    # base optimizer and survive it (mr-eggplant/SAR)
+    assert run.optimizer.state_dict()["state"] != {}
     # still collapsed and the average still low: it recovers again, and each recovery restores
-    # the very initial optimizer state (loading it must not let later steps write into it)
+    # the very initial weights (loading them must not let later steps write into them)
     sar.cladapt_adapt(run=run, batch=Batch(x=torch.rand(16, 3, 32, 32)))
-    assert sar.recoveries == 2 and run.optimizer.state_dict()["state"] == {}
+    assert sar.recoveries == 2
+    assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items())
     assert sar.initial[1]["state"] == {}
     cleared = _strategy(catalog, "sar", recovery_ema="cleared")
     model2 = _model_with_source_stats()

@@ -216,7 +216,8 @@ def test_a_bench_without_a_terminal_logs_a_line_per_finished_run(monkeypatch):
     display.handle("advance", 0, 5)
     lines = out.getvalue().splitlines()
     assert "1/2 tent on digits-c, seed 0: done in 12 s" in lines[0]
-    assert "1/2 runs done, 1 running" in lines[1]
+    # the heartbeat names what is running, for how long
+    assert "1/2 runs done; running: sar on digits-c, seed 0 (0 s)" in lines[1]
 
 
 def test_a_plain_run_never_writes_into_the_committed_leaderboard(run_cli, tmp_path):
@@ -260,8 +261,10 @@ def test_reference_points_are_marked_and_never_a_streams_best(tmp_path):
     build_site(load([tmp_path / "r.csv"]), tmp_path / "site")
     index = (tmp_path / "site" / "index.html").read_text()
     cells = [re.findall(r'data-value="([^"]*)"', tr) for tr in index.split("<tr>")[2:]]
-    best = {c[0]: c[4] for c in cells if c and c[0] in ("cl", "mini")}
+    # columns with a data-value: stream, setting, protocol, strategies, runs, best, value
+    best = {c[0]: c[5] for c in cells if c and c[0] in ("cl", "mini")}
     assert best == {"cl": "lwf", "mini": "zscl"}
+    assert "not ranked: zero-shot" in index  # the index says why zero-shot is not the best
     page = (tmp_path / "site" / "streams" / f"{slug('cl')}.html").read_text()
     assert "(upper bound)" in page
     mini = (tmp_path / "site" / "streams" / f"{slug('mini')}.html").read_text()
@@ -293,7 +296,7 @@ def test_the_site_header_names_the_suite_the_rows_cover(catalog):
     )
     counted = describe(pd.concat([df, threads]), catalog)["threads"]
     others = df.run_id.nunique() - 3
-    recorded = "1 on cpu AVX2 (2 runs), 2 on cpu AVX2 (1 runs)"
+    recorded = "1 on cpu AVX2 (2 runs), 2 on cpu AVX2 (1 run)"
     assert counted == f"not recorded ({others} runs), {recorded}"
     # one run short, or its pre-trained weights missing: only a selection
     assert describe(df[df.run_id != "r0"], catalog)["suite"].startswith("a selection")

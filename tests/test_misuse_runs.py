@@ -157,7 +157,10 @@ def test_a_stream_builder_cannot_file_rows_under_another_name(hostile, out):
 @pytest.mark.parametrize(
     "strategy, message",
     [
-        ("test-describe-overwrites", "returned 'mean_error', a metric the run measures itself"),
+        (
+            "test-describe-overwrites",
+            "returned 'mean_error', a metric or column the harness measures",
+        ),
         ("test-describe-list", "returned a list, expected a dict"),
         ("test-teardown-raises", "RuntimeError: teardown failed"),
         ("test-unprintable", "<Unprintable whose message could not be printed>"),

@@ -66,7 +66,7 @@ def test_a_file_no_build_wrote_is_never_overwritten(tmp_path, name):
     site = tmp_path / "leaderboard"
     site.mkdir()
     (site / name).write_text("mine")
-    with pytest.raises(DataError, match=f"already holds {name}, which no earlier cladapt build"):
+    with pytest.raises(DataError, match=f"holds files no cladapt build wrote \\({name}\\)"):
         build_site(load([tmp_path / "exp.csv"]), site, inputs=[tmp_path / "exp.csv"])
     assert (site / name).read_text() == "mine"
     assert _files(site) == {name: b"mine"}

@@ -5,6 +5,8 @@ transfer, ZSCL keeps more of it)."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -332,15 +334,52 @@ def _run(catalog, strategy, out, **sets):
 
 
 @pytest.fixture(scope="module")
-def mini(catalog, tmp_path_factory):
+def mini_runs(catalog, tmp_path_factory):
     out = tmp_path_factory.mktemp("mini") / "r.csv"
-    return {s: _run(catalog, s, out) for s in ("zero-shot", "finetune", "zscl")}
+    strategies = ("zero-shot", "finetune", "zscl")
+    return {
+        s: execute(RunSpec(stream="mtil-mini", strategy=s, out=out), catalog) for s in strategies
+    }
+
+
+@pytest.fixture(scope="module")
+def mini(mini_runs):
+    return {s: outcome.summary for s, outcome in mini_runs.items()}
 
 
 def test_finetune_loses_transfer_and_zscl_keeps_more(mini):
+    """Continual fine-tuning loses zero-shot transfer (MTIL: 69.4 -> 44.6, ZSCL Table 1; on
+    mtil-mini the drop is smaller, docs/mtil.md) and ZSCL keeps at least 10 points more of it."""
     zs, ft, zscl = mini["zero-shot"], mini["finetune"], mini["zscl"]
-    assert ft["transfer"] < zs["transfer"] - 10
+    assert ft["transfer"] < zs["transfer"] - 5
     assert zscl["transfer"] > ft["transfer"] + 10
+
+
+def test_mtil_mini_has_the_measured_properties_of_mtil(mini_runs):
+    """The properties mtil-mini is designed toward, with the real setting's values beside them
+    (benchmarks/mtil_mini_properties.py prints both, docs/mtil.md has the table): no task starts
+    at its ceiling and some start far from it (MTIL's zero-shot: 24-89 %); the pre-trained
+    features hold each task (a linear probe on them reaches fine-tuning's accuracy: CLIP
+    ViT-B/16's linear probe is within 6 points of fine-tuned on every MTIL task); fine-tuning
+    gains on every task (smallest MTIL gain: 3.6 points); continual fine-tuning ends above
+    zero-shot (MTIL: Last 77.3 vs 65.3)."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "mtil_mini_properties.py"
+    spec = importlib.util.spec_from_file_location("mtil_mini_properties", path)
+    props = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = props  # its dataclasses look their module up
+    spec.loader.exec_module(props)
+    zs, ft = mini_runs["zero-shot"], mini_runs["finetune"]
+    zero_shot = np.asarray(zs.result.tables["accuracy_matrix"][0])
+    R = np.asarray(ft.result.tables["accuracy_matrix"])
+    finetuned = np.array([R[t + 1, t] for t in range(len(zero_shot))])
+    probe = props.linear_probe(zs.run.model, zs.run.stream, zs.run.device, seed=0)
+    probe = np.array([probe[n] for n in zs.result.tables["names"]])
+    assert zero_shot.max() <= 90 and zero_shot.min() <= 50
+    assert np.abs(probe - finetuned).max() <= 8 and abs((probe - finetuned).mean()) <= 3
+    assert (finetuned - zero_shot).min() >= 3
+    assert ft.summary["last"] > zero_shot.mean()
 
 
 def test_mtil_mini_tasks_gain_from_fine_tuning(mini):

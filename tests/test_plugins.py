@@ -65,9 +65,11 @@ def make_plugin_package(root, module="cladapt_demo_plugin", dist="cladapt_demo_p
     return root
 
 
-def test_builtins_register_through_the_plugin_path(catalog):
+def test_builtins_register_through_the_plugin_path():
+    # without the entry points of whatever third-party plugins this environment has installed
+    catalog = load_catalog(entry_points=False)
     origins = {e.origin for e in catalog.strategies} | {e.origin for e in catalog.streams}
-    assert origins <= set(BUILTIN_PLUGINS)
+    assert origins == set(BUILTIN_PLUGINS) - {"cladapt.plugins.models"}
     assert {"finetune", "source", "bn-adapt"} <= set(catalog.strategies.names())
     assert {"digits", "digits-shift", "digits-uda"} <= set(catalog.streams.names())
 
@@ -125,10 +127,11 @@ def test_duplicate_names_are_reported_with_both_plugins(tmp_path, monkeypatch):
         load_catalog(["dup_plugin"], entry_points=False)
 
 
-def test_broken_entry_point_is_one_line_error(tmp_path, run_cli):
+def test_a_broken_entry_point_is_named_in_one_line_and_skipped(tmp_path, run_cli):
     pkg = make_plugin_package(tmp_path / "site")
     (pkg / "cladapt_demo_plugin.py").write_text("raise RuntimeError('boom at import')\n")
     res = run_cli("list", "strategies", env={"PYTHONPATH": str(pkg)})
-    assert res.returncode != 0
-    assert "plugin 'demo'" in res.stderr and "boom at import" in res.stderr
+    assert res.returncode == 0, res.stderr  # cladapt's own commands go on without it
+    assert "warning: plugin 'demo' skipped" in res.stderr and "boom at import" in res.stderr
     assert "Traceback" not in res.stderr
+    assert "finetune" in res.stdout

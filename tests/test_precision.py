@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from cladapt.adaptation import Augment
+from cladapt.augment import Augment
 from cladapt.errors import ConfigError
 from cladapt.protocols import PROTOCOLS
 from cladapt.results import read_results

@@ -148,7 +148,7 @@ def test_checkpoints_load_weights_only(tmp_path):
     good = tmp_path / "good.pt"
     save_checkpoint(good, model.state_dict(), {"note": "ok"})
     other = SmallCNN()
-    assert load_into(other, good) == {"note": "ok"}
+    assert load_into(other, good) == {"note": "ok", "file": "good.pt"}  # meta names its file
     assert all(
         torch.equal(a, b)
         for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True)

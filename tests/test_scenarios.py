@@ -180,3 +180,19 @@ def test_pretrained_timm_models_get_their_own_input_normalisation():
         assert torch.allclose(wrapped(x), vit((x - 0.5) / 0.5))
     plain = torch.nn.Linear(2, 2)
     assert pretrained_normalization(plain) is plain
+
+
+def test_split_streams_can_feed_a_pretrained_model_raw_pixels(catalog, tmp_path):
+    """The simple-baseline paper's code feeds its pretrained ViT raw [0, 1] inputs:
+    input_normalization=none keeps them so (recorded in the stream's facts); the default
+    normalises with the weights' mean / std; anything else is refused."""
+    from mtil_fakes import cifar100
+
+    cifar100(tmp_path)
+    factory = catalog.streams.get("split-cifar100").factory
+    default = factory(data_root=str(tmp_path))
+    raw = factory(data_root=str(tmp_path), input_normalization="none")
+    assert default.normalize_for_pretrained and "input_normalization" not in default.facts
+    assert not raw.normalize_for_pretrained and raw.facts["input_normalization"] == "none"
+    with pytest.raises(ConfigError, match="expected pretrained or none"):
+        factory(data_root=str(tmp_path), input_normalization="imagenet")

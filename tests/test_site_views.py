@@ -463,3 +463,47 @@ def test_the_plot_key_names_only_what_the_plot_draws():
     spread = one_seed.assign(mean_error_std=[0.5, 0.0], oracle=[False, True])
     caption = plot_caption(spread, "digits-c", "test_time")
     assert "bars: std" in caption and "Hollow markers: oracle" in caption
+
+
+def test_log_axes_draw_powers_of_ten_and_names_stay_literal():
+    """A log axis's ticks are drawn as 10 with a raised exponent (matplotlib's mathtext), never
+    as the raw "$\\mathdefault{10^{1}}$"; a "$" in a name is drawn as written, and a name that
+    starts with "_" is in the legend like any other."""
+    import re
+
+    from cladapt.leaderboard.plots import Point, tradeoff_svg
+
+    svg = tradeoff_svg(
+        [Point("_private", 1.0, 2.0), Point("a$b$c", 100.0, 3.0), Point("tent", 10.0, 1.0)],
+        "wall time per run (s)",
+        "mean error %",
+        higher_is_better=False,
+    )
+    assert "mathdefault" not in svg
+    drawn = re.findall(r"<(?:text|tspan)[^>]*>([^<]+)<", svg)
+    assert "$" not in "".join(t for t in drawn if t != "a$b$c")
+    assert "a$b$c" in drawn and "_private" in drawn and "tent" in drawn
+    # the exponents: "1", "0" then a raised "0" / "1" / "2" for 10^0, 10^1, 10^2
+    raised = re.findall(r'<tspan[^>]*style="font-size: 6\.3px[^"]*">(\d)</tspan>', svg)
+    assert raised == ["0", "1", "2"]
+
+
+def test_the_plot_shows_the_metric_the_stream_is_ranked_by(tmp_path):
+    """mtil-mini is ranked by ZSCL's Avg: its plot's heading and its y values are Avg (not Last,
+    which the protocol's own headline, final average accuracy, would be)."""
+    from test_leaderboard import summary_rows
+
+    from cladapt.leaderboard.aggregate import aggregate
+    from cladapt.leaderboard.site import tradeoff_plots
+
+    rows = []
+    for i, (strategy, avg, last) in enumerate((("zero-shot", 61.0, 61.0), ("zscl", 60.1, 62.2))):
+        metrics = {"transfer": 60.0, "avg": avg, "last": last, "avg_accuracy": last}
+        metrics["wall_time_s"] = 1.0 + 99 * i
+        rows += summary_rows(
+            f"m{i}", strategy, 0, metrics, stream="mtil-mini", protocol="continual"
+        )
+    append_rows(tmp_path / "r.csv", rows)
+    table = aggregate(load([tmp_path / "r.csv"]))
+    (plot,) = tradeoff_plots(table, "mtil-mini", "continual")
+    assert "Avg % (MTIL)" in plot.svg and "final avg acc" not in plot.svg

@@ -76,8 +76,8 @@ def test_office_pair_runs_dann_end_to_end(catalog, tmp_path, out):
         data_root=str(tmp_path),
     )
     outcome = execute(spec, catalog)
-    # Office's recipe: a 256-d bottleneck, hence the paper's large domain head (tllib's)
-    assert outcome.run.strategy.kind == "large"
+    # Office's recipe: a 256-d bottleneck and tllib's DomainDiscriminator (1024-1024, BatchNorm)
+    assert outcome.run.strategy.kind == "large-bn"
     assert outcome.run.model.bottleneck[0].out_features == 256
     df = read_results(out)
     assert {"target_accuracy", "target_error", "source_accuracy"} <= set(df.metric)

@@ -92,8 +92,19 @@ def _subset_ids(root: Path) -> list[str] | None:
     return None
 
 
+# how ImageNet-C's 224 x 224 images are read: as released (EATA's and SAR's evaluation), or
+# RobustBench's Res256Crop224 (resize to 256, centre crop 224: a zoom by 8/7), which CoTTA's
+# ImageNet code loads ImageNet-C with (robustbench/data.py PREPROCESSINGS)
+PREPROCESSING = ("crop224", "res256crop224")
+
+
 def imagenet_c(
-    directory: Path, corruption: str, severity: int, n_examples: int | None, size: int = 224
+    directory: Path,
+    corruption: str,
+    severity: int,
+    n_examples: int | None,
+    size: int = 224,
+    preprocess: str = "crop224",
 ) -> Dataset:
     """One (corruption, severity) of ImageNet-C as a torchvision ImageFolder in [0, 1]."""
     import torchvision.transforms as T
@@ -102,7 +113,8 @@ def imagenet_c(
     folder = directory / corruption / str(severity)
     if not folder.is_dir():
         raise DataError(f"missing {folder} (ImageNet-C layout: <corruption>/<severity>/<wnid>/)")
-    tf = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()])
+    first = T.Resize(size * 256 // 224) if preprocess == "res256crop224" else T.Resize(size)
+    tf = T.Compose([first, T.CenterCrop(size), T.ToTensor()])
     ds = ImageFolder(str(folder), transform=tf)
     if n_examples is None or n_examples >= len(ds):
         return ds

@@ -124,3 +124,37 @@ class MNISTM(Dataset):
         except FileNotFoundError:
             raise DataError(f"MNIST-M image listed in the labels file is missing: {path}") from None
         return x, int(self.targets[i])
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+class ImagesUnder(Dataset):
+    """Every image under ``root`` at any depth (an ImageFolder's class folders, or flat), sorted
+    by path, each as ``(transform(image), 0)``: unlabelled images (ZSCL's reference set, EATA's
+    Fisher images)."""
+
+    def __init__(self, root: str | Path, transform, what: str) -> None:
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise DataError(f"{what}: no such folder {root}")
+        self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise DataError(f"{what}: no .jpg/.png images under {root}")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with Image.open(self.files[i]) as im:
+            return self.transform(im.convert("RGB")), 0
+
+
+def evaluation_images(root: str | Path, size: int, what: str) -> Dataset:
+    """Clean images as an ImageNet evaluation reads them: resized to ``size`` * 256 / 224 (256
+    for 224), centre-cropped to ``size``, in [0, 1]."""
+    tf = T.Compose([T.Resize(size * 256 // 224), T.CenterCrop(size), T.ToTensor()])
+    return ImagesUnder(root, tf, what)

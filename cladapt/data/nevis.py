@@ -145,7 +145,15 @@ def open_task(
     test = _folder(root, task, "test", size, eval_mode)
     if test.classes != train.classes:
         raise DataError(f"{root / 'nevis' / task['key']}: train and test class folders differ")
-    return TaskData(train, train_eval, test, list(train.classes))
+    validation = None
+    if task["key"] in VALIDATION_KEYS:  # TFDS's validation split, exported as val/
+        if not (root / "nevis" / task["key"] / "val").is_dir():
+            raise DataError(
+                f"missing {root / 'nevis' / task['key'] / 'val'}/<class>/* (dm_nevis uses "
+                f"{task['key']}'s validation split as its dev_test)"
+            )
+        validation = _folder(root, task, "val", size, eval_mode)
+    return TaskData(train, train_eval, test, list(train.classes), validation)
 
 
 def dev_split_sizes(n: int, fractions: tuple[float, float] = (0.7, 0.15)) -> tuple[int, int]:
@@ -161,7 +169,9 @@ SPLIT_FRACTIONS = {"imagenet2012": (0.9, 0.05)}
 VALIDATION_FRACTIONS = (0.8, 0.2)
 # torchvision datasets among dm_nevis' _TFDS_DATASETS_TRAIN_VALIDATION_TEST_DATASETS, with the
 # name of their validation split
-VALIDATION_SPLIT = {"DTD": "val", "Flowers102": "val"}
+VALIDATION_SPLIT = {"DTD": "val", "Flowers102": "val", "PCAM": "val"}
+# tasks read from folders that are on that list: their TFDS validation split is a val/ folder
+VALIDATION_KEYS = {"sun397", "patch_camelyon"}
 
 
 def split_train_dev_dev_test(

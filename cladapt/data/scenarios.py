@@ -88,8 +88,8 @@ def class_order(num_classes: int, kind: str, seed: int) -> torch.Tensor:
     ``icarl``: ``numpy.random.seed(1993); numpy.random.permutation(n)`` as iCaRL (Rebuffi et al.
     2017) and the codes that follow it (e.g. PyCIL) order CIFAR-100: the order most published
     split-CIFAR numbers use. ``janson2022``: the simple-baseline paper's own fixed CIFAR-100 order
-    (87, 0, 52, 58, 44, ...; not iCaRL's). ``seeded``: a torch permutation of ``seed``.
-    ``sorted``: the dataset's own label order."""
+    (87, 0, 52, 58, 44, ...: Pauljanson002/pretrained-cl ``main_cifar100.py``). ``seeded``: a
+    torch permutation of ``seed``. ``sorted``: the dataset's own label order."""
     if kind == "icarl":
         return torch.from_numpy(np.random.RandomState(1993).permutation(num_classes))
     if kind == "janson2022":

@@ -16,7 +16,7 @@ import pandas as pd
 
 from cladapt.errors import DataError
 from cladapt.results import COLUMNS, escape_cell, read_results
-from cladapt.terminal import clean
+from cladapt.terminal import clean, name_key
 
 KEYS = ["stream", "protocol", "setting", "strategy", "model"]
 
@@ -58,28 +58,73 @@ def load(paths: Iterable[str | Path]) -> pd.DataFrame:
         raise DataError("no results files given")
     merged = pd.concat(frames, ignore_index=True)
     merged = merged.drop_duplicates(ignore_index=True) if len(frames) > 1 else merged
-    return label_configurations(merged)
+    for key in KEYS:  # a zero-width or decomposed character never makes a second entry
+        merged[key] = merged[key].map(name_key)
+    return label_weights(label_configurations(merged))
+
+
+def configurations(df: pd.DataFrame) -> pd.Series:
+    """Each row's configuration label: the ``--set`` values that differ from the defaults
+    (``params_json["config"]``, e.g. ``batch_size=4``); '' for a default run."""
+    configs = {text: str(params_of(text).get("config") or "") for text in df.params_json.unique()}
+    return df.params_json.map(configs).fillna("")
 
 
 def label_configurations(df: pd.DataFrame) -> pd.DataFrame:
-    """A run whose ``--set`` values differ from the defaults (``params_json["config"]``, e.g.
-    ``batch_size=1.0``) is another configuration: its strategy reads ``bn-adapt
-    [batch_size=1.0]``, so it gets its own leaderboard row and never averages with (or replaces)
-    the default run."""
-    configs = {text: str(params_of(text).get("config") or "") for text in df.params_json.unique()}
-    config = df.params_json.map(configs)
-    differs = config != ""
+    """A run whose ``--set`` values differ from the defaults (:func:`configurations`) is another
+    configuration: its strategy reads ``bn-adapt [batch_size=1.0]``, so it gets its own
+    leaderboard row and never averages with (or replaces) the default run. Idempotent: rows
+    already labelled (a site's published CSV read back) keep their label."""
+    config = configurations(df)
+    suffix = " [" + config + "]"
+    differs = (config != "") & ~pd.Series(
+        [s.endswith(x) for s, x in zip(df.strategy, suffix, strict=True)], index=df.index
+    )
     if differs.any():
         df = df.copy()
-        df.loc[differs, "strategy"] = df.strategy[differs] + " [" + config[differs] + "]"
+        df.loc[differs, "strategy"] = df.strategy[differs] + suffix[differs]
     return df
 
 
+def label_weights(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs of one configuration made from different source weights (``params_json``'s
+    ``source_model`` digest: a retrained or replaced cache file) are different entries: their
+    model reads ``small-cnn (weights 17fb926c)``, so one never replaces the other's row."""
+    digests = {
+        text: str(params_of(text).get("source_model") or "") for text in df.params_json.unique()
+    }
+    weights = df.params_json.map(digests).fillna("")
+    groups = df[weights != ""].assign(_w=weights).groupby(KEYS)._w.nunique()
+    mixed = groups[groups > 1]
+    if mixed.empty:
+        return df
+    df = df.copy()
+    key = pd.MultiIndex.from_frame(df[KEYS])
+    hit = key.isin(mixed.index) & (weights != "").to_numpy()
+    df.loc[hit, "model"] = df.model[hit] + " (weights " + weights[hit].str[:8] + ")"
+    return df
+
+
+def run_strategies(df: pd.DataFrame) -> pd.Series:
+    """The strategy each row's run was made with, its configuration label removed (the inverse
+    of :func:`label_configurations`): what a results file records and a claim names."""
+    suffix = " [" + configurations(df) + "]"
+    return pd.Series(
+        [
+            s[: -len(x)] if x != " []" and s.endswith(x) else s
+            for s, x in zip(df.strategy, suffix, strict=True)
+        ],
+        index=df.index,
+        dtype=object,
+    )
+
+
 def params_of(params_json: object) -> dict:
-    """A row's ``params_json`` as a dict ({} for a cell that is not a JSON object)."""
+    """A row's ``params_json`` as a dict ({} for a cell that is not a JSON object, also one
+    nested too deep to decode)."""
     try:
         value = json.loads(str(params_json))
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -114,6 +159,18 @@ def uncounted(df: pd.DataFrame) -> str:
     return f"not counted: {' and '.join(parts)} run(s)" if parts else ""
 
 
+# names a plugin's ``cladapt_describe`` may not use: the columns of a row (the aggregate pivots on
+# them) and every metric a protocol measures or the leaderboard ranks and costs by
+RESERVED_METRICS = frozenset(
+    set(COLUMNS)
+    | {m for metrics in HEADLINES.values() for m, _ in metrics}
+    | {"transfer", "avg", "last", "error", "accuracy", "error_after_learning"}
+    | {"top5_error_after_learning", "oracle", "torch_threads", "experiences"}
+    | {"peak_trainable_params", "target_accuracy", "reference_images"}
+    | set(COST)
+)
+
+
 def headline(protocol: str) -> tuple[str, str]:
     return HEADLINES.get(protocol, [("", "min")])[0]
 
@@ -125,12 +182,19 @@ MTIL_HEADLINES = [("transfer", "max"), ("avg", "max"), ("last", "max")]
 
 
 def stream_headlines(stream: str, protocol: str, table: pd.DataFrame) -> list[tuple[str, str]]:
-    """The stream's headline metrics, the ranking one first."""
+    """The stream's headline metrics, the ranking one first (:func:`ranking`)."""
     if "avg_mean" in table and "transfer_mean" in table and table.avg_mean.notna().any():
         return [MTIL_HEADLINES[1], MTIL_HEADLINES[0], MTIL_HEADLINES[2]]
     if stream.startswith("nevis") and "avg_error_after_learning_mean" in table:
         return [("avg_error_after_learning", "min"), ("avg_accuracy", "max")]
     return HEADLINES.get(protocol, [("", "min")])
+
+
+def ranking(stream: str, protocol: str, table: pd.DataFrame) -> tuple[str, str]:
+    """(metric, direction) a stream's strategies are ranked by, within each setting: its
+    papers' headline (MTIL: ZSCL's Avg; NEVIS: error after learning), else its protocol's.
+    The terminal, the site's tables, its plots and the index's "best" all use this one rule."""
+    return stream_headlines(stream, protocol, table)[0]
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
@@ -155,9 +219,13 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     oracle = out.pop("oracle_mean") if "oracle_mean" in out else pd.Series(0.0, index=out.index)
     out = out.drop(columns=["oracle_std"], errors="ignore")
     out["oracle"] = oracle.fillna(0).gt(0)
+    rules = {
+        (stream, protocol): ranking(stream, protocol, part)
+        for (stream, protocol), part in out.groupby(["stream", "protocol"])
+    }
     order = []
     for _, row in out.iterrows():
-        metric, direction = headline(row.protocol)
+        metric, direction = rules[row.stream, row.protocol]
         value = row.get(f"{metric}_mean", float("nan"))
         order.append(value if direction == "min" else -value)
     out["_order"] = order

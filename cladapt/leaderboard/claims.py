@@ -14,8 +14,17 @@ error se = sqrt(sd_a^2 / n_a + sd_b^2 / n_b).
   between (too close to call at this many seeds);
 - "no worse" claims (``<=``, ``>=``): **not held** if d < -2 se, else **held**;
 - fewer than 2 seeds on a side: no spread to judge by; the sign of d is reported as **1 seed,
-  indicative**;
-- a side with no finished run: **not run**.
+  indicative** — except on a metric that no seed changes (the activation bytes saved for
+  backward, parameter counts), where one run decides;
+- a side with no finished run: **not run**, with the runs it needs.
+
+A stream with several targets (a UDA stream's ``claim_targets``) has each of its claims judged
+once per target, on that target's rows, as the papers report each source -> target pair (a mean
+over targets could let an easy target hide a failure on a hard one).
+
+A side is matched by the strategy its runs were made with: a claim with ``sets`` reads the runs
+whose configuration has those values (the leaderboard lists them as ``alpha-bn
+[batch_size=4]``), a claim without reads default runs only.
 """
 
 from __future__ import annotations
@@ -26,9 +35,11 @@ from typing import Any
 
 import pandas as pd
 
-from cladapt.leaderboard.aggregate import finished_runs, params_of
+from cladapt.leaderboard.aggregate import configurations, finished_runs, params_of, run_strategies
 
 RELATIONS = {"<": (-1, True), ">": (1, True), "<=": (-1, False), ">=": (1, False)}
+# metrics that do not depend on the seed (docs/metrics.md): one run of each side decides
+SEED_FREE = frozenset({"saved_activation_mb", "trainable_params", "peak_trainable_params"})
 Z = 2.0
 RULE = (
     "held: the difference in the claimed direction exceeds 2 standard errors over seeds "
@@ -48,9 +59,12 @@ class Claim:
     b: str
     setting: str | None = None
     sets: dict[str, Any] = field(default_factory=dict)
+    target: str | None = None  # one target of a UDA stream: read from its per-target rows
 
     @classmethod
-    def from_data(cls, stream: str, d: dict[str, Any], setting: str | None) -> Claim:
+    def from_data(
+        cls, stream: str, d: dict[str, Any], setting: str | None, target: str | None = None
+    ) -> Claim:
         if d.get("relation") not in RELATIONS:
             raise ValueError(f"claim of {stream}: relation must be one of {sorted(RELATIONS)}")
         return cls(
@@ -63,11 +77,13 @@ class Claim:
             b=str(d["b"]),
             setting=d.get("setting", setting),
             sets=dict(d.get("sets", {})),
+            target=target,
         )
 
     @property
     def statement(self) -> str:
-        return f"{self.a} {self.relation} {self.b} on {self.metric}"
+        where = f" on target {self.target}" if self.target else ""
+        return f"{self.a} {self.relation} {self.b} on {self.metric}{where}"
 
 
 @dataclass
@@ -75,20 +91,31 @@ class Verdict:
     claim: Claim
     status: str  # held | not held | undecided | 1 seed, indicative: ... | not run
     numbers: str  # the means, spreads and seeds behind it
+    missing: list[str] = field(default_factory=list)  # not run: the sides without a run
+
+    def command(self) -> str:
+        """The command that makes the runs a claim that was not run needs (its stream's seeds,
+        with the claim's ``--set`` values: ``bench --full`` makes a claim's configured runs)."""
+        names = sorted({m.partition("+")[0] for m in self.missing})
+        return f"cladapt bench --full --stream {self.claim.stream} --strategy {','.join(names)}"
 
 
 def claims_of(catalog) -> list[Claim]:
-    """Every claim the registered streams declare (built-in and plugin streams alike)."""
+    """Every claim the registered streams declare (built-in and plugin streams alike). A stream
+    with several targets (``claim_targets``: a UDA stream's) has each claim once per target, as
+    the papers' tables are per source -> target pair."""
     out = []
     for entry in catalog.streams:
+        targets = tuple(entry.extra.get("claim_targets", ())) or (None,)
         for d in entry.extra.get("claims", ()):
-            out.append(Claim.from_data(entry.name, d, entry.extra.get("claims_setting")))
+            setting = entry.extra.get("claims_setting")
+            out += [Claim.from_data(entry.name, d, setting, t) for t in targets]
     return out
 
 
 def _side(runs: pd.DataFrame, name: str) -> pd.DataFrame:
     strategy, _, suffix = name.partition("+")
-    rows = runs[runs.strategy == strategy]
+    rows = runs[runs.run_strategy == strategy]
     if suffix:
         return rows[rows.model.str.endswith("+" + suffix)]
     plain = rows[~rows.model.str.endswith("+pretrained")]
@@ -113,6 +140,9 @@ def _compare(claim: Claim, a: pd.Series, b: pd.Series, b_name: str) -> tuple[str
     sb = float(b.std(ddof=1)) if nb > 1 else math.nan
     numbers = f"{b_name} {_stats(mb, sb, nb)}"
     d = sign * (ma - mb)
+    if claim.metric in SEED_FREE:  # the same on every seed: the sign of d decides
+        holds = d > 0 if strict else d >= 0
+        return ("held" if holds else "not held"), numbers
     if min(na, nb) < 2:
         holds = d > 0 if strict else d >= 0
         return f"1 seed, indicative: {'holds' if holds else 'does not hold'}", numbers
@@ -124,20 +154,33 @@ def _compare(claim: Claim, a: pd.Series, b: pd.Series, b_name: str) -> tuple[str
     return "undecided", numbers
 
 
+def _target_rows(df: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The per-target rows (``eval`` rows) of the finished runs, with their runs' columns."""
+    evals = df[(df.row_type == "eval") & df.run_id.isin(set(runs.run_id))]
+    per_run = runs.drop_duplicates("run_id").set_index("run_id")[["run_strategy", "configured"]]
+    return evals.join(per_run, on="run_id")
+
+
 def evaluate(claims: list[Claim], df: pd.DataFrame) -> list[Verdict]:
     """Each claim's verdict on the results ``df`` (see the module docstring for the rule)."""
     runs = finished_runs(df) if len(df) else df
+    runs = runs.assign(run_strategy=run_strategies(runs), configured=configurations(runs) != "")
+    targets = _target_rows(df, runs) if any(c.target for c in claims) else runs.iloc[:0]
     verdicts = []
     for claim in claims:
-        rows = runs[(runs.stream == claim.stream) & (runs.metric == claim.metric)]
+        pool = runs if claim.target is None else targets[targets.eval_experience == claim.target]
+        rows = pool[(pool.stream == claim.stream) & (pool.metric == claim.metric)]
         if claim.setting is not None:
             rows = rows[rows.setting == claim.setting]
-        if claim.sets:
-            rows = rows[[_matches(p, claim.sets) for p in rows.params_json]]
+        if claim.sets:  # runs made with these values (a boolean mask: also on no rows)
+            keep = pd.Series([_matches(p, claim.sets) for p in rows.params_json], index=rows.index)
+            rows = rows[keep.astype(bool)]
+        else:  # the default configuration only
+            rows = rows[~rows.configured]
         a = _side(rows, claim.a)
         if claim.b == "*":  # every other learner on the same model and weights as ``a``
             same = rows[rows.model.isin(set(a.model))]
-            others = list(dict.fromkeys(same.strategy))
+            others = list(dict.fromkeys(same.run_strategy))
         else:
             others = [claim.b]
         others = [o for o in dict.fromkeys(others) if o != claim.a]
@@ -151,6 +194,7 @@ def evaluate(claims: list[Claim], df: pd.DataFrame) -> list[Verdict]:
                     claim,
                     "not run",
                     f"no finished run of {', '.join(missing)}" + (f" with {sets}" if sets else ""),
+                    missing=missing,
                 )
             )
             continue

@@ -10,7 +10,7 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
-from cladapt.leaderboard.aggregate import HEADLINES, metric_columns
+from cladapt.leaderboard.aggregate import HEADLINES, metric_columns, ranking
 from cladapt.terminal import plain
 
 SHORT = {
@@ -53,47 +53,86 @@ def cell(metric: str, mean: float, std: float, seeds: int) -> str:
     return text
 
 
-def compact_metrics(protocol: str, part: pd.DataFrame) -> list[str]:
-    """The headline metrics (MTIL: ZSCL's Transfer / Avg / Last) and two costs."""
+def compact_metrics(protocol: str, part: pd.DataFrame, stream: str = "") -> list[str]:
+    """The metric the stream is ranked by first, then the other headline metrics (MTIL: ZSCL's
+    Transfer / Avg / Last) and two costs."""
     heads = [m for m, _ in HEADLINES.get(protocol, [])]
     if "transfer_mean" in part and part["transfer_mean"].notna().any():
         heads = ["transfer", "avg", "last", "forgetting"]
     elif protocol == "continual":
         heads = ["avg_accuracy", "forgetting", "bwt", "fwt"]
+    first, _ = ranking(stream, protocol, part)
+    if first and first not in heads:
+        heads = [first, *heads]
     present = [c for c in [*heads, "images_per_s", "wall_time_s"] if f"{c}_mean" in part]
     return [c for c in present if part[f"{c}_mean"].notna().any()]
 
 
-def leaderboard_tables(table: pd.DataFrame, wide: bool = False) -> list[tuple[str, Table]]:
+def leaderboard_tables(
+    table: pd.DataFrame, wide: bool = False, width: int | None = 100
+) -> list[tuple[str, Table]]:
     """(title, table) per (stream, setting): the title says stream, setting, protocol and the
-    model when there is one, so the table itself needs no such columns."""
+    model when there is one, so the table itself needs no such columns. A number is never cut:
+    where a table would not fit ``width`` columns, its last columns are left out (costs first)
+    and the title says which; ``width=None`` keeps every column (``--wide``)."""
     tables = []
     for (protocol, stream, setting), part in table.groupby(
         ["protocol", "stream", "setting"], sort=True
     ):
-        metrics = metric_columns(protocol, part) if wide else compact_metrics(protocol, part)
+        metrics = (
+            metric_columns(protocol, part, stream)
+            if wide
+            else compact_metrics(protocol, part, stream)
+        )
         models = part.model.unique()
         title = f"{stream} · {setting} · {protocol}"
         if len(models) == 1:
             title += f" · {models[0]}"
-        t = Table(
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
-        )
-        t.add_column("strategy", no_wrap=True)
-        if len(models) > 1:
-            t.add_column("model", no_wrap=True)
-        t.add_column("seeds", justify="right", no_wrap=True)
-        for m in metrics:
-            t.add_column(plain(SHORT.get(m, m) if not wide else m), justify="right", no_wrap=True)
+        first, direction = ranking(stream, protocol, part)
+        better = "lower" if direction == "min" else "higher"
+        title += f" · ranked by {SHORT.get(first, first)} ({better} is better)"
+        rows = []
         for _, r in part.iterrows():
             name = f"{r.strategy} (oracle)" if r.get("oracle", False) else str(r.strategy)
-            cells = [plain(name)] + ([plain(r.model)] if len(models) > 1 else [])
-            cells.append(str(r.seeds))
-            cells += [
+            cells = [name] + ([str(r.model)] if len(models) > 1 else []) + [str(r.seeds)]
+            numbers = [
                 cell(m, float(r[f"{m}_mean"]), float(r.get(f"{m}_std", math.nan)), r.seeds)
                 for m in metrics
             ]
-            t.add_row(*cells)
+            rows.append((cells, numbers))
+        heads = [SHORT.get(m, m) if not wide else m for m in metrics]
+        keep = _fitting(heads, rows, width, names=1 + (len(models) > 1))
+        if keep < len(metrics):
+            title += f" (left out to fit: {', '.join(heads[keep:])}; --wide shows them)"
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        longest = [max([8] + [len(c[j]) for c, _ in rows]) for j in range(1 + (len(models) > 1))]
+        t.add_column("strategy", overflow="fold", min_width=min(longest[0], 30))
+        if len(models) > 1:
+            t.add_column("model", overflow="fold", min_width=min(longest[1], 30))
+        t.add_column("seeds", justify="right", no_wrap=True)
+        for h in heads[:keep]:
+            t.add_column(plain(h), justify="right", no_wrap=True, overflow="ignore")
+        for cells, numbers in rows:
+            t.add_row(*(plain(c) for c in cells), *numbers[:keep])
         tables.append((title, t))
     return tables
+
+
+def _fitting(heads: list[str], rows: list, width: int | None, names: int) -> int:
+    """How many metric columns fit ``width`` with every number and name whole; at least the
+    first (the headline)."""
+    if width is None:
+        return len(heads)
+
+    def need(i: int, values) -> int:
+        return max([len(heads[i])] + [len(v) for v in values])
+
+    fixed = sum(min(30, max([8] + [len(c[j]) for c, _ in rows])) + 3 for j in range(names))
+    fixed += max([5] + [len(c[-1]) for c, _ in rows]) + 2  # seeds
+    used, keep = fixed, 0
+    for i in range(len(heads)):
+        used += need(i, [n[i] for _, n in rows]) + 3
+        if used > width and keep >= 1:
+            break
+        keep += 1
+    return keep

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,12 @@ def pareto_front(points: list[Point], higher_is_better: bool) -> list[Point]:
     return front
 
 
+def literal(text: str) -> str:
+    """``text`` as matplotlib draws it verbatim: a "$" escaped, so a name such as "a$b$c" is
+    not read as mathtext (matplotlib's own tick labels keep their mathtext)."""
+    return text.replace("$", r"\$")
+
+
 def tradeoff_svg(
     points: list[Point],
     x_label: str,
@@ -54,17 +61,18 @@ def tradeoff_svg(
         return ""
     xs = np.array([p.x for p in pts])
     log_x = bool(xs.min() > 0 and xs.max() / xs.min() > 10)
-    # parse_math off: a "$" in a strategy or setting name is text, not mathtext
+    # mathtext stays on for matplotlib's own tick labels (10^1 on a log axis); names are drawn
+    # as literal text through literal()
     rc = {"svg.fonttype": "none", "svg.hashsalt": "cladapt", "font.size": 9}
-    rc["text.parse_math"] = False
     with matplotlib.rc_context(rc):
         fig = Figure(figsize=(7.2, 3.6), layout="constrained")
         ax = fig.add_subplot()
         cmap = matplotlib.colormaps["tab20" if len(pts) > 10 else "tab10"]
         markers = "osD^v<>pPX*h"
+        handles, labels = [], []
         for i, p in enumerate(pts):
             colour = cmap(i % cmap.N)
-            ax.errorbar(
+            handle = ax.errorbar(
                 p.x,
                 p.y,
                 yerr=p.y_err if math.isfinite(p.y_err) else None,
@@ -74,11 +82,12 @@ def tradeoff_svg(
                 markerfacecolor="none" if p.reference else colour,
                 linestyle="none",
                 capsize=3,
-                label=p.label + (" (reference)" if p.reference else ""),
             )
+            handles.append(handle)
+            labels.append(literal(p.label + (" (reference)" if p.reference else "")))
         front = pareto_front(pts, higher_is_better)
         if len(front) > 1:
-            ax.step(
+            (line,) = ax.step(
                 [p.x for p in front],
                 [p.y for p in front],
                 where="post",
@@ -86,17 +95,23 @@ def tradeoff_svg(
                 linewidth=1,
                 linestyle="--",
                 zorder=0,
-                label="Pareto front",
             )
+            handles.append(line)
+            labels.append("Pareto front")
         if log_x:
             ax.set_xscale("log")
-        ax.set_xlabel(x_label + (" (log scale)" if log_x else ""))
-        ax.set_ylabel(y_label)
+        ax.set_xlabel(literal(x_label + (" (log scale)" if log_x else "")))
+        ax.set_ylabel(literal(y_label))
         ax.grid(True, which="major", alpha=0.3)
         if title:
-            ax.set_title(title)
-        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+            ax.set_title(literal(title))
+        # handles and labels given explicitly: a name starting with "_" (which matplotlib's
+        # automatic legend leaves out) is listed like any other
+        ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None})
     svg = buf.getvalue()
-    return svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE: it is inlined in HTML
+    svg = svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE: it is inlined in HTML
+    # matplotlib keeps each mathtext source as a comment ("$\mathdefault{10^{1}}$"): the page
+    # needs only what is drawn
+    return re.sub(r"<!--.*?-->\s*", "", svg, flags=re.S)

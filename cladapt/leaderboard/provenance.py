@@ -3,6 +3,8 @@ rows themselves, so a rebuilt site says the same as the bench that made it."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from cladapt.leaderboard.aggregate import params_of
@@ -19,9 +21,14 @@ def _threads(df: pd.DataFrame, runs: pd.DataFrame) -> str:
     if rows.empty:
         return ""
     recorded = rows.drop_duplicates("run_id").set_index("run_id")
-    label = recorded.value.astype(float).astype(int).astype(str) + " on " + recorded.note
+
+    def count(value: float) -> str:  # a hand-edited cell may hold nan or 1e300
+        ok = math.isfinite(value) and value == int(value) and 1 <= value <= 65536
+        return str(int(value)) if ok else "invalid"
+
+    label = recorded.value.astype(float).map(count) + " on " + recorded.note.fillna("")
     counts = runs.run_id.map(label).fillna("not recorded").value_counts()
-    return ", ".join(f"{t} ({n} runs)" for t, n in counts.items())
+    return ", ".join(f"{t} ({n} run{'s' if n != 1 else ''})" for t, n in counts.items())
 
 
 def _covers(models: dict[tuple[str, str], set[str]], jobs) -> bool:

@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,11 +32,10 @@ from cladapt.leaderboard.aggregate import (
     HEADLINES,
     aggregate,
     finished_runs,
-    headline,
     metric_columns,
     params_of,
+    ranking,
     run_status,
-    stream_headlines,
 )
 from cladapt.leaderboard.claims import RULE as CLAIM_RULE
 from cladapt.leaderboard.claims import claims_of, evaluate
@@ -151,25 +150,42 @@ def breakdowns(evals: pd.DataFrame, protocol: str) -> list[Heatmap]:
 
 
 def plotted_metric(table: pd.DataFrame, stream: str, protocol: str) -> tuple[str, str]:
-    """(metric, direction) the trade-off plot shows: the protocol's headline, or on NEVIS
-    streams the NEVIS'22 headline, error after learning."""
-    if stream.startswith("nevis") and "avg_error_after_learning_mean" in table:
-        return "avg_error_after_learning", "min"
-    return headline(protocol)
+    """(metric, direction) the trade-off plot shows: the metric the stream is ranked by
+    (:func:`cladapt.leaderboard.aggregate.ranking`), so the plot, its heading and the tables
+    always speak of the same metric."""
+    return ranking(stream, protocol, table)
 
 
-def tradeoff_plot(table: pd.DataFrame, stream: str, protocol: str) -> str:
-    """The stream's headline vs compute (training FLOPs where counted, log scale when they span
-    decades; wall time otherwise), one point per strategy with its std over seeds, the Pareto
-    front drawn (:func:`plotted_metric`)."""
+@dataclass
+class Plot:
+    setting: str
+    svg: str
+    caption: str
+
+
+def tradeoff_plots(table: pd.DataFrame, stream: str, protocol: str) -> list[Plot]:
+    """One plot per setting (strategies are compared, and a Pareto front drawn, within a
+    setting only): :func:`tradeoff_plot` of that setting's rows on the stream's ranking
+    metric."""
     metric, direction = plotted_metric(table, stream, protocol)
+    plots = []
+    for setting, part in table.groupby("setting", sort=True):
+        svg = tradeoff_plot(part, metric, direction)
+        if svg:
+            plots.append(Plot(str(setting), svg, plot_caption(part, stream, protocol)))
+    return plots
+
+
+def tradeoff_plot(table: pd.DataFrame, metric: str, direction: str) -> str:
+    """``metric`` vs compute (training FLOPs where counted, log scale when they span decades;
+    wall time otherwise), one point per strategy with its std over seeds, the Pareto front
+    drawn; ``table``: one setting's rows."""
     x_metric = compute_axis(table)
     if f"{metric}_mean" not in table or f"{x_metric}_mean" not in table:
         return ""
-    several = table.setting.nunique() > 1
     points = [
         Point(
-            label=f"{r.strategy} ({r.setting})" if several else str(r.strategy),
+            label=str(r.strategy),
             x=float(getattr(r, f"{x_metric}_mean")),
             y=float(getattr(r, f"{metric}_mean")),
             y_err=float(getattr(r, f"{metric}_std", float("nan"))),
@@ -216,8 +232,7 @@ def build_site(
     and this one does not (pages of streams that disappeared) are removed; a file no build wrote
     that this build would replace is an error; other files in ``site`` are left alone."""
     site = Path(site)
-    if site.exists() and not site.is_dir():
-        raise DataError(f"--site {site} is a file, not a folder")
+    check_site(site, inputs)
     protected = {p.resolve() for p in inputs}
     if catalog is None:
         from cladapt.manager import load_catalog
@@ -228,9 +243,9 @@ def build_site(
     index_rows = []
     for stream, rows in df.groupby("stream", sort=True):
         # every stream gets a page, also one whose runs all failed or were killed
-        page, html, index_row = pages.stream_page(stream, rows)
+        page, html, rows_of_stream = pages.stream_page(stream, rows)
         files[page] = html
-        index_rows.append(index_row)
+        index_rows += rows_of_stream
     files["index.html"] = pages.index(index_rows)
     csv = _published_csv(df, site / csv_name, protected)
     if csv is not None:
@@ -306,10 +321,11 @@ class _Pages:
         return df[(df.row_type == "eval") & df.run_id.isin(set(self.runs.run_id))]
 
     def _ranked(self, stream: str, protocol: str) -> tuple[pd.DataFrame, str, str]:
-        """The stream's aggregate rows ranked by its headline metric, references last."""
+        """The stream's aggregate rows ranked within each setting by its ranking metric
+        (:func:`cladapt.leaderboard.aggregate.ranking`), oracles last."""
         table = self.table
         st = table[table.stream == stream] if "stream" in table else table
-        metric, direction = stream_headlines(stream, protocol, st)[0]
+        metric, direction = ranking(stream, protocol, st)
         st = st.assign(reference=[self.references.get(n, "") for n in st.strategy])
         if f"{metric}_mean" in st and len(st):
             key = st[f"{metric}_mean"] * (1 if direction == "min" else -1)
@@ -320,18 +336,55 @@ class _Pages:
         runs = rows.drop_duplicates("run_id")[_PROVENANCE]
         runs = runs.assign(status=lambda d: [self.status[r] for r in d.run_id])
         runs["params_diff"] = params_differences(runs)
+        runs["only"] = runs.groupby("strategy").run_id.transform("count").eq(1)
         return runs
 
-    def stream_page(self, stream: str, rows: pd.DataFrame) -> tuple[str, str, dict]:
-        """(path, html, the stream's row of the index)."""
+    def stream_page(self, stream: str, rows: pd.DataFrame) -> tuple[str, str, list[dict]]:
+        """(path, html, the stream's rows of the index: one per setting, each with its best
+        method by the stream's ranking metric)."""
         protocol = rows.protocol.iloc[0]
         st, metric, direction = self._ranked(stream, protocol)
         evals = self._finished_evals()
         evals = evals[evals.stream == stream]
         # reference points (joint's upper bound, zero-shot, oracles) are never "best"
         methods = st[(st.reference == "") & ~st.oracle] if "oracle" in st else st
-        best = methods.iloc[0] if f"{metric}_mean" in methods and len(methods) else None
         page = f"streams/{slug(stream)}.html"
+        excluded = sorted(set(st.strategy) - set(methods.strategy))
+        index_rows = []
+        for setting, part in st.groupby("setting", sort=True):
+            ranked = methods[methods.setting == setting]
+            best = ranked.iloc[0] if f"{metric}_mean" in ranked and len(ranked) else None
+            index_rows.append(
+                {
+                    "stream": stream,
+                    "setting": setting,
+                    "page": page,
+                    "protocol": protocol,
+                    "strategies": part.strategy.nunique(),
+                    "runs": int(part.runs.sum()),
+                    "best": None if best is None else best.strategy,
+                    "metric": LABELS.get(metric, metric),
+                    "direction": direction,
+                    "value": None if best is None else best[f"{metric}_mean"],
+                    "excluded": [n for n in excluded if n in set(part.strategy)],
+                }
+            )
+        if not index_rows:  # every run failed or was killed: the stream is still listed
+            index_rows.append(
+                {
+                    "stream": stream,
+                    "setting": "",
+                    "page": page,
+                    "protocol": protocol,
+                    "strategies": rows.strategy.nunique(),
+                    "runs": 0,
+                    "best": None,
+                    "metric": LABELS.get(metric, metric),
+                    "direction": direction,
+                    "value": None,
+                    "excluded": [],
+                }
+            )
         html = self.env.get_template("stream.html").render(
             stream=stream,
             protocol=protocol,
@@ -341,8 +394,8 @@ class _Pages:
             labels=LABELS | {"peak_memory_mb": peak_label(rows)},
             rows=st.to_dict("records"),
             heatmaps=breakdowns(evals, protocol),
-            plot=tradeoff_plot(st, stream, protocol) if metric and len(st) else "",
-            plot_caption=plot_caption(st, stream, protocol),
+            plots=tradeoff_plots(st, stream, protocol) if metric and len(st) else [],
+            excluded=excluded,
             tables=paper_tables(stream, protocol, evals, st),
             runs=self._provenance(rows).to_dict("records"),
             csv=f"../{self.csv_name}",
@@ -352,17 +405,7 @@ class _Pages:
             claims=[v for v in self.verdicts if v.claim.stream == stream],
             rule=CLAIM_RULE,
         )
-        index_row = {
-            "stream": stream,
-            "page": page,
-            "protocol": protocol,
-            "strategies": rows.strategy.nunique(),
-            "runs": rows.run_id.nunique(),
-            "best": None if best is None else best.strategy,
-            "metric": LABELS.get(metric, metric),
-            "value": None if best is None else best[f"{metric}_mean"],
-        }
-        return page, html, index_row
+        return page, html, index_rows
 
     def index(self, index_rows: list[dict]) -> str:
         finished = self._finished_evals()
@@ -410,6 +453,47 @@ def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     return len(a) == len(b) and key(a) == key(b)
 
 
+def check_site(site: Path, inputs: Iterable[Path] = ()) -> None:
+    """Refuse, before any work and before anything in it changes, a ``--site`` a build must not
+    write into: the root or home folder, a file, a dangling symlink, a path through a file, or a
+    folder that holds files no cladapt build wrote (a site folder is new, empty, or a site; the
+    build's own input files, ``inputs``, may be in it: they are never written over)."""
+    site = Path(site).expanduser()
+    given = {Path(p).expanduser().resolve() for p in inputs}
+    try:
+        where = site.resolve()
+        if where == Path(where.anchor) or where == Path.home().resolve():
+            raise DataError(
+                f"--site {site} is the {'root' if where == Path(where.anchor) else 'home'} "
+                "folder; name a folder for the site, e.g. --site results/site"
+            )
+        if site.is_symlink() and not site.exists():
+            raise DataError(f"--site {site} is a symlink to nothing; name a folder for the site")
+        if site.exists() and not site.is_dir():
+            raise DataError(f"--site {site} is a file, not a folder")
+        if not site.exists():
+            parent = site.parent
+            while not parent.exists() and parent != parent.parent:
+                parent = parent.parent
+            if not parent.is_dir():
+                raise DataError(f"--site {site}: {parent} is a file, not a folder")
+            return
+        own = (MANIFEST, LOCK, PENDING)
+        others = sorted(
+            e.name
+            for e in site.iterdir()
+            if e.name not in own and not e.name.startswith(STAGING) and e.resolve() not in given
+        )
+    except OSError as exc:
+        raise DataError(f"--site {site}: {exc.strerror or exc}") from None
+    if others and not (site / MANIFEST).is_file():
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise DataError(
+            f"--site {site} holds files no cladapt build wrote ({shown}); it was left untouched: "
+            "build the site into a new or empty folder"
+        )
+
+
 def _install(site: Path, files: dict[str, str], inputs: set[Path]) -> list[Path]:
     """Install ``files`` into ``site`` (see :func:`build_site` for the promises).
 
@@ -417,28 +501,98 @@ def _install(site: Path, files: dict[str, str], inputs: set[Path]) -> list[Path]
     crosses a file system even when ``site`` is a mount point), then committed by one directory
     rename to ``site/.cladapt-pending``; the files are moved from there into place and the
     stale ones removed. A build killed before the commit leaves nothing (its folder is removed by
-    the next build); one killed after it is completed by the next build before anything else."""
+    the next build); one killed after it is completed by the next build before anything else.
+    Before the commit every destination is checked (inside the site, no symlink out of it,
+    writable), so a build that fails on a fault it can see changes nothing; a file the last build
+    wrote that was changed since (runs appended to the published CSV, an edited page) is moved
+    aside to ``NAME.<time>.bak``, never replaced or removed."""
     from filelock import FileLock
 
+    created = not site.exists()
     site.mkdir(parents=True, exist_ok=True)
-    with FileLock(site / LOCK):  # two builds into one folder take turns
-        _finish_pending(site, inputs)
-        for leftover in site.glob(f"{STAGING}*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        _refuse_foreign(site, files, inputs)
-        staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=site))
-        try:
-            for rel, content in files.items():
-                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                (staging / rel).write_text(content, encoding="utf-8")
-            plan = {"files": sorted(files), "previous": _manifest(site)}
-            (staging / PLAN).write_text(json.dumps(plan), encoding="utf-8")
-            (staging / MANIFEST).write_text(json.dumps(sorted(files), indent=1), encoding="utf-8")
-            os.rename(staging, site / PENDING)  # the commit point
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        _finish_pending(site, inputs)
+    committed = False
+    try:
+        with FileLock(site / LOCK):  # two builds into one folder take turns
+            _finish_pending(site, inputs)
+            for leftover in site.glob(f"{STAGING}*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            _refuse_foreign(site, files, inputs)
+            staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=site))
+            try:
+                for rel, content in files.items():
+                    (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (staging / rel).write_text(content, encoding="utf-8")
+                previous = _manifest(site)
+                _check_destinations(site, list(files) + list(set(previous) - set(files)))
+                _keep_changed(site, previous, inputs)
+                plan = {"files": sorted(files), "previous": sorted(previous)}
+                (staging / PLAN).write_text(json.dumps(plan), encoding="utf-8")
+                digests = {rel: _digest(content.encode("utf-8")) for rel, content in files.items()}
+                (staging / MANIFEST).write_text(json.dumps(digests, indent=1), encoding="utf-8")
+                os.rename(staging, site / PENDING)  # the commit point
+                committed = True
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            _finish_pending(site, inputs)
+    except BaseException:
+        if created and not committed:  # a folder this build made holds nothing of a site
+            shutil.rmtree(site, ignore_errors=True)
+        raise
     return [site / rel for rel in files]
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _inside(site: Path, rel: str) -> Path:
+    """``site / rel``, refused unless it stays inside the site (a symlinked folder on the way
+    would send the page elsewhere) and is not itself a symlink."""
+    target = site / rel
+    root = site.resolve()
+    if not target.parent.resolve().is_relative_to(root) or target.is_symlink():
+        raise DataError(
+            f"--site {site}: {rel} would be written through a symlink out of the site; "
+            "it was left untouched: remove the symlink or build into another --site folder"
+        )
+    return target
+
+
+def _check_destinations(site: Path, rels: list[str]) -> None:
+    """Every file the build moves into place or removes: inside the site, and its folder
+    writable (a read-only folder found after the commit would leave a half-moved site)."""
+    for rel in rels:
+        target = _inside(site, rel)
+        folder = target.parent
+        while not folder.exists():
+            folder = folder.parent
+        if not os.access(folder, os.W_OK | os.X_OK) or (
+            target.exists() and not os.access(target, os.W_OK)
+        ):
+            raise DataError(
+                f"--site {site}: cannot write {rel} (permission denied on {folder}); "
+                "nothing in the site was changed"
+            )
+
+
+def _keep_changed(site: Path, previous: dict[str, str], inputs: set[Path]) -> None:
+    """Move aside each file the last build wrote whose content changed since (its digest is in
+    the manifest), so that neither a replacement nor a stale-page removal destroys it."""
+    import warnings
+
+    from cladapt.results import ResultsWarning, move_aside
+
+    for rel, digest in previous.items():
+        target = site / rel
+        if not digest or not target.is_file() or target.resolve() in inputs:
+            continue
+        if _digest(target.read_bytes()) != digest:
+            backup = move_aside(target)
+            warnings.warn(
+                f"{target} changed since the last build wrote it; it was kept as {backup}",
+                ResultsWarning,
+                stacklevel=2,
+            )
 
 
 def _finish_pending(site: Path, inputs: set[Path]) -> None:
@@ -448,20 +602,29 @@ def _finish_pending(site: Path, inputs: set[Path]) -> None:
         shutil.rmtree(pending, ignore_errors=True)  # never committed
         return
     plan = json.loads((pending / PLAN).read_text(encoding="utf-8"))
-    for rel in plan["files"]:
-        if (pending / rel).is_file():
-            (site / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(pending / rel, site / rel)
-    for rel in set(plan["previous"]) - set(plan["files"]):
-        stale = site / rel
-        if (
-            stale.is_file()
-            and stale.resolve().is_relative_to(site.resolve())
-            and stale.resolve() not in inputs  # an input is never stale
-        ):
-            stale.unlink()
-    if (pending / MANIFEST).is_file():
-        os.replace(pending / MANIFEST, site / MANIFEST)
+    try:
+        for rel in plan["files"]:
+            if (pending / rel).is_file():
+                target = _inside(site, rel)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(pending / rel, target)
+        for rel in set(plan["previous"]) - set(plan["files"]):
+            stale = site / rel
+            if (
+                stale.is_file()
+                and not stale.is_symlink()
+                and stale.resolve().is_relative_to(site.resolve())
+                and stale.resolve() not in inputs  # an input is never stale
+            ):
+                stale.unlink()
+        if (pending / MANIFEST).is_file():
+            os.replace(pending / MANIFEST, site / MANIFEST)
+    except OSError as exc:
+        raise DataError(
+            f"--site {site}: a committed build could not be moved into place "
+            f"({exc.strerror or exc}: {exc.filename}); fix that and build again: the next build "
+            "completes it"
+        ) from None
     shutil.rmtree(pending, ignore_errors=True)
 
 
@@ -478,13 +641,18 @@ def _refuse_foreign(site: Path, files: dict[str, str], inputs: set[Path]) -> Non
             )
 
 
-def _manifest(site: Path) -> list[str]:
-    """The files the last build wrote."""
+def _manifest(site: Path) -> dict[str, str]:
+    """The files the last build wrote, each with the SHA-256 of what it wrote ('' where an
+    older manifest recorded names only)."""
     try:
-        names = json.loads((site / MANIFEST).read_text(encoding="utf-8"))
+        recorded = json.loads((site / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return []
-    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+        return {}
+    if isinstance(recorded, list):  # written before digests were recorded
+        return {n: "" for n in recorded if isinstance(n, str)}
+    if isinstance(recorded, dict):
+        return {k: v for k, v in recorded.items() if isinstance(k, str) and isinstance(v, str)}
+    return {}
 
 
 def _printable(value):

@@ -243,6 +243,8 @@ def published_tables(stream: str) -> list[PaperTable]:
             continue
         key = f"published-{len(tables) + 1}"
         note = f"{ref['citation']}. Model: {ref['model']}."
+        if "comparable" in ref:
+            note += f" Comparable only with {ref['comparable']}."
         title = f"published: {ref['metric']}" + (f", {ref['setting']}" if "setting" in ref else "")
         if ref["view"] == "mean":
             t = PaperTable(key, title, ["published"], note=note, published=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 
 from cladapt.cache import atomic_save, cache_dir, preparing
 from cladapt.errors import DataError
+from cladapt.terminal import clean
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -53,10 +55,20 @@ def ensure_checkpoint(
 
 
 def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-save never leaves a truncated checkpoint behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically: a crash mid-save never leaves a truncated checkpoint behind. The meta
+    records the file's cache name (``file``), so a load can tell this artefact from another
+    cladapt checkpoint copied over it. A cache that cannot be written (read-only, full) keeps
+    nothing: the weights are used from memory, with a warning."""
     cpu_state = {k: v.detach().cpu() for k, v in state_dict.items()}
-    atomic_save(path, {"state_dict": cpu_state, "meta": meta})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(path, {"state_dict": cpu_state, "meta": {**meta, "file": path.name}})
+    except OSError as exc:
+        warnings.warn(
+            f"could not cache {path} ({exc.strerror or exc}); the weights are used without "
+            "being kept",
+            stacklevel=2,
+        )
 
 
 def load_cached(model: torch.nn.Module, path: Path) -> bool:
@@ -66,7 +78,9 @@ def load_cached(model: torch.nn.Module, path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        load_into(model, path)
+        meta = load_into(model, path)
+        if meta.get("file", path.name) != path.name:  # another artefact copied over this one
+            raise DataError(f"it holds {meta['file']}, not {path.name}")
     except DataError as exc:
         if cache_dir().resolve() not in path.resolve().parents:
             raise  # not the harness's to delete (e.g. weights shipped in the package)
@@ -78,13 +92,15 @@ def load_cached(model: torch.nn.Module, path: Path) -> bool:
     return True
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load with ``weights_only=True`` (no arbitrary code from pickles). Accepts cladapt's own
-    ``{"state_dict", "meta"}`` files, RobustBench's ``{"state_dict"}`` files, ``{"model"}`` files
-    (the official ViDA checkpoints) and plain state dicts."""
-    path = Path(path)
-    if not path.is_file():
+def check_checkpoint_file(path: str | os.PathLike) -> Path:
+    """A one-line :class:`DataError` unless ``path`` is a regular file that starts as a PyTorch
+    checkpoint does (a zip archive or a pickle): read before anything else reads the file
+    (hashing a 3 GB file that is not a checkpoint, or blocking on a FIFO)."""
+    path = Path(path).expanduser()
+    if not path.exists():
         raise DataError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} is not a regular file (a device, FIFO or folder)")
     with open(path, "rb") as f:
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
@@ -94,11 +110,26 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             f"cannot load checkpoint {path}: not a PyTorch checkpoint (it starts with {head!r}, "
             "not a zip archive or pickle written by torch.save)"
         )
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load with ``weights_only=True`` (no arbitrary code from pickles). Accepts cladapt's own
+    ``{"state_dict", "meta"}`` files, RobustBench's ``{"state_dict"}`` files, ``{"model"}`` files
+    (the official ViDA checkpoints) and plain state dicts."""
+    path = check_checkpoint_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types: keep torch's reason
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise DataError(f"cannot load checkpoint {path}: {reason}") from None
+    except pickle.UnpicklingError as exc:  # weights_only refused a Python object in the pickle
+        refused = " ".join(clean(exc).split())[:300]
+        raise DataError(
+            f"cannot load checkpoint {path}: it holds pickled Python objects (e.g. a whole "
+            "nn.Module), which cladapt never unpickles; save the weights with "
+            f"torch.save(model.state_dict(), path) and pass that file (torch: {refused})"
+        ) from None
+    except Exception as exc:  # the other failures come in many types: keep torch's reason
+        reason = " ".join(clean(exc).split()) or type(exc).__name__
+        raise DataError(f"cannot load checkpoint {path}: {reason[:300]}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         return _unwrapped(obj["state_dict"]), dict(obj.get("meta") or {})
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):  # e.g. the official ViDA's

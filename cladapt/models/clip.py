@@ -197,6 +197,41 @@ def needs_quick_gelu(arch: str, tag: str | None) -> bool:
     return bool(open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False))
 
 
+def openai_release(path: Path, arch: str, input_shape: tuple[int, int, int]) -> nn.Module:
+    """OpenAI's own release (a TorchScript archive, e.g. ``ViT-B-16.pt``): open_clip's JIT path
+    (``load_openai_model``: the archive's weights into open_clip's CLIP, QuickGELU as trained),
+    in fp32 on the CPU. PyTorch's ``weights_only`` loading refuses TorchScript, which is why
+    ``create_model`` cannot take the file."""
+    import open_clip
+
+    clip = open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
+    size = clip.visual.image_size
+    side = size[0] if isinstance(size, (tuple, list)) else size
+    if side != input_shape[1]:
+        raise DataError(
+            f"--pretrained {path}: OpenAI's release is built for {side} px images, the stream "
+            f"has {input_shape[1]} px"
+        )
+    return clip
+
+
+def _check_activation_is_known(name: str, arch: str) -> None:
+    """A plain state dict does not say which activation its weights were trained with: for an
+    architecture that OpenAI released with QuickGELU weights, a weights file is refused unless
+    the name says which (``-quickgelu``, or ``open_clip:`` for the architecture as it is)."""
+    import open_clip
+
+    explicit = name.startswith("open_clip:") or "quickgelu" in arch.lower()
+    if explicit or "openai" not in open_clip.list_pretrained_tags_by_model(arch):
+        return
+    raise DataError(
+        f"--pretrained FILE with --model {arch}: a state dict does not say whether its weights "
+        "were trained with QuickGELU (OpenAI's) or GELU (e.g. LAION's), and the wrong one costs "
+        f"accuracy; pass --model {arch}-quickgelu for OpenAI's weights (or OpenAI's TorchScript "
+        f"release {arch}.pt), --model open_clip:{arch} for weights trained with GELU"
+    )
+
+
 def _is_torchscript(path: Path) -> bool:
     import zipfile
 
@@ -221,15 +256,23 @@ def create_open_clip(
 
     arch = name.removeprefix("open_clip:")
     tag = _pretrained_tag(arch, pretrained)
+    path = Path(tag).expanduser() if tag else None
     try:
         # hub download failures are logged before they raise: the one-line error below says it
         logging.disable(logging.ERROR)
-        clip = open_clip.create_model(
-            arch,
-            pretrained=tag,
-            force_image_size=input_shape[1],
-            force_quick_gelu=needs_quick_gelu(arch, tag),
-        )
+        if path is not None and path.is_file() and _is_torchscript(path):
+            clip = openai_release(path, arch, input_shape)
+        else:
+            if path is not None and path.is_file():
+                _check_activation_is_known(name, arch)
+            clip = open_clip.create_model(
+                arch,
+                pretrained=tag,
+                force_image_size=input_shape[1],
+                force_quick_gelu=needs_quick_gelu(arch, tag),
+            )
+    except CladaptError:
+        raise
     except Exception as exc:  # hub downloads fail offline with several exception types
         if tag is None:
             raise CladaptError(f"cannot create open_clip model {arch!r}: {exc}") from None

@@ -145,7 +145,9 @@ class TestTimeProtocol:
             total += len(y)
             run.images_seen += len(y)
         check_finite(run, parameters=True)
-        check_collapse(run, predicted, labels, label)
+        check_collapse(
+            run, predicted, labels, label, int(correct), lambda: self._source_counts(run, data)
+        )
         run.hook.cladapt_after_experience(run=run, experience=exp)
         error = 100.0 - float(correct) * 100.0 / max(total, 1)
         run.hook.cladapt_evaluated(
@@ -159,7 +161,14 @@ class TestTimeProtocol:
         backward (peak; the models' own weights left out): the memory that EcoTTA-style methods
         save, independent of the device (``saved_activation_mb``). Counting does not change any
         value."""
-        adapt = lambda: run.hook.cladapt_adapt(run=run, batch=Batch(x=x))  # noqa: E731
+
+        def adapt() -> torch.Tensor:
+            # the run's precision (--set amp) around the strategy's whole step, so a plugin
+            # that never calls run.autocast() still runs at the precision its rows record;
+            # the built-ins keep their data transforms in fp32 (Augment disables autocast)
+            with run.autocast():
+                return run.hook.cladapt_adapt(run=run, batch=Batch(x=x))
+
         if "_saved_bytes" in run.state:  # measured on the run's first batch (popped at its end)
             logits = adapt()
         else:
@@ -172,6 +181,22 @@ class TestTimeProtocol:
             check_finite(run)
         return logits
 
+    def _source_counts(self, run: Run, data: Dataset, domain: int | None = None) -> torch.Tensor:
+        """Per-class counts of the source model's predictions on ``data`` (only the images of
+        ``domain`` in a mixed pass): what a collapse is compared with."""
+        c = run.stream.num_classes
+        counts = torch.zeros(c, dtype=torch.long, device=run.device)
+        cuda = [run.device] if run.device.type == "cuda" else []
+        # building the model may seed torch: the run's own random stream goes on untouched
+        with torch.random.fork_rng(devices=cuda), torch.no_grad(), run.autocast():
+            model = run.source_model().eval()
+            for x, y in iterate(data, run.params.batch_size, run.device):
+                pred = model(x).argmax(1)
+                if domain is not None:
+                    pred = pred[y // c == domain]
+                counts += torch.bincount(pred, minlength=c)
+        return counts
+
     def _mixed(self, run: Run) -> dict[str, float]:
         exps = run.stream.experiences
         c, d = run.stream.num_classes, len(exps)
@@ -181,13 +206,27 @@ class TestTimeProtocol:
         run.hook.cladapt_before_experience(run=run, experience=mixed)
         correct = torch.zeros(d, dtype=torch.long, device=run.device)
         total = torch.zeros(d, dtype=torch.long, device=run.device)
+        predicted = torch.zeros(d * c, dtype=torch.long, device=run.device)
+        labels = torch.zeros(d * c, dtype=torch.long, device=run.device)
         for b, (x, tag) in enumerate(self._batches(run, data, "mixed domains"), 1):
             domain, y = tag // c, tag % c
             logits = self._scored(run, x, b)
-            correct.index_add_(0, domain, (logits.argmax(1) == y).long())
+            pred = logits.argmax(1)
+            correct.index_add_(0, domain, (pred == y).long())
             total.index_add_(0, domain, torch.ones_like(domain))
+            predicted += torch.bincount(domain * c + pred, minlength=d * c)
+            labels += torch.bincount(tag, minlength=d * c)
             run.images_seen += len(y)
         check_finite(run, parameters=True)
+        for i, e in enumerate(exps):  # each domain as the continual setting checks it
+            check_collapse(
+                run,
+                predicted[i * c : (i + 1) * c],
+                labels[i * c : (i + 1) * c],
+                e.name,
+                int(correct[i]),
+                lambda i=i: self._source_counts(run, data, domain=i),
+            )
         run.hook.cladapt_after_experience(run=run, experience=mixed)
         errors = {
             e.name: 100.0 - 100.0 * float(k) / max(int(n), 1)

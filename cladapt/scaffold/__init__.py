@@ -28,6 +28,11 @@ def names(name: str) -> dict[str, str]:
             f"plugin name {name!r}: use letters, digits, '-' or '_', starting with a letter"
         )
     base = name.lower().removeprefix("cladapt-plugin-").removeprefix("cladapt-")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", base) or base.endswith(("-", "_")):
+        raise ConfigError(
+            f"plugin name {name!r}: after the 'cladapt-' prefix it needs a name of its own that "
+            "starts and ends with a letter or digit, e.g. cladapt-tent-lite"
+        )
     package = "cladapt_" + base.replace("-", "_")
     if keyword.iskeyword(package):
         raise ConfigError(f"plugin name {name!r} gives a Python keyword as package name")
