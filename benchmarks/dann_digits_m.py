@@ -67,10 +67,9 @@ def run_one(job: tuple[str, int, str, int, str]) -> str:
 def _done(out: Path) -> set[tuple[str, int, str, int]]:
     if not out.exists():
         return set()
-    from cladapt.leaderboard.aggregate import finished_runs, params_of, run_strategies
-    from cladapt.results import read_results
+    from cladapt.leaderboard.aggregate import finished_runs, load, params_of, run_strategies
 
-    runs = finished_runs(read_results(out))
+    runs = finished_runs(load([out]))  # load: runs with --set values are their own entries
     done = set()
     for (_, row), strategy in zip(runs.iterrows(), run_strategies(runs), strict=True):
         copies = int(params_of(row.params_json).get("stream", {}).get("train_copies", 1))
@@ -79,10 +78,9 @@ def _done(out: Path) -> set[tuple[str, int, str, int]]:
 
 
 def table(out: Path) -> pd.DataFrame:
-    from cladapt.leaderboard.aggregate import finished_runs, params_of, run_strategies
-    from cladapt.results import read_results
+    from cladapt.leaderboard.aggregate import finished_runs, load, params_of, run_strategies
 
-    df = read_results(out)
+    df = load([out])
     df = df[df.run_id.isin(set(finished_runs(df).run_id))]
     df = df.assign(run_strategy=run_strategies(df))
     evals = df[(df.row_type == "eval") & (df.metric == "target_error")]

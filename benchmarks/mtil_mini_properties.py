@@ -1,6 +1,6 @@
 """mtil-mini against the setting it stands for: pre-trained CLIP ViT-B/16 on MTIL.
 
-    python benchmarks/mtil_mini_properties.py [--seed 0] [--model NAME] [--out PATH]
+    python benchmarks/mtil_mini_properties.py [--seed 0] [--model NAME] [--set K=V] [--out PATH]
 
 Measures on mtil-mini, with the stream's defaults and its shipped pre-trained model, the
 properties that make MTIL what it is, and prints them beside the real setting's published values:
@@ -291,14 +291,29 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="another CLIP model (default: the stream's)")
     ap.add_argument("--probe-every", type=int, default=10, help="steps between accuracy probes")
     ap.add_argument("--with-zscl", action="store_true", help="also run ZSCL (an outcome)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/mtil_mini_properties.txt"))
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a recipe change (as run)"
+    )
+    ap.add_argument("--out", type=Path, default=None, help="default: the committed report")
     args = ap.parse_args()
     torch.set_num_threads(1)  # the leaderboard's rows are one-thread runs
-    measured = measure(load_catalog(), args.seed, args.model, args.probe_every, args.with_zscl)
-    text = report(measured)
-    command = "python benchmarks/mtil_mini_properties.py" + (
-        " --with-zscl" if args.with_zscl else ""
+    sets = dict(kv.split("=", 1) for kv in args.set)
+    out = args.out or (
+        Path("benchmarks/results/mtil_mini_properties.txt") if not sets and not args.model else None
     )
+    measured = measure(
+        load_catalog(), args.seed, args.model, args.probe_every, args.with_zscl, sets
+    )
+    text = report(measured)
+    command = (
+        "python benchmarks/mtil_mini_properties.py"
+        + (" --with-zscl" if args.with_zscl else "")
+        + "".join(f" --set {kv}" for kv in args.set)
+    )
+    if out is None:  # a variant: printed, the committed report left as it is
+        print(text)
+        return
+    args.out = out
     args.out.write_text(f"{command} (seed {args.seed})\n\n{text}\n", encoding="utf-8")
     print(text)
 

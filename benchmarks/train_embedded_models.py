@@ -1,6 +1,6 @@
 """Train the models the embedded streams use, deterministically, and store them in the package.
 
-    python benchmarks/train_embedded_models.py                # everything, ~12 min on one core
+    python benchmarks/train_embedded_models.py                # everything, ~17 min on one core
     python benchmarks/train_embedded_models.py --only clip    # one kind (names: see STEPS)
 
 Makes, each with the recipe and code the harness would use at first use:
@@ -9,7 +9,9 @@ Makes, each with the recipe and code the harness would use at first use:
 - ViDA's adapters trained on the same source data (ViDA's defaults; digits-c and digits-shift
   share the source model, so one short digits-shift run makes them);
 - the small CNN pre-trained on rendered letters (``small-cnn --pretrained``);
-- the tiny CLIP pre-trained on mtil-mini's captions (``clip-tiny-rn``, mtil-mini's model).
+- the tiny CLIP pre-trained on mtil-mini's captions (``clip-tiny-rn``, mtil-mini's model);
+- digits-c's ViT variant (``tiny-vit``, 100 epochs: ``source_recipes`` in the streams' TOML) and
+  ViDA's adapters on it.
 
 On one CPU thread with ``torch.use_deterministic_algorithms(True)``, CUDA hidden and every seed
 fixed, in a fresh cache with the shipped files switched off; then copies the files into
@@ -66,6 +68,8 @@ def steps(catalog) -> dict[str, object]:
         # the source model, then EcoTTA's warm-up on it (one digits-c run makes both)
         "digits": lambda: run("digits-c", "ecotta"),
         "vida": lambda: run("digits-shift", "vida"),
+        # digits-c's ViT variant (ViDA's claim): its source model, then ViDA's adapters on it
+        "vit": lambda: run("digits-shift", "vida", model="tiny-vit"),
         "letters": lambda: letters_pretrain.ensure_pretrained((3, 32, 32)),
         # mtil-mini's tower only: the ViT tower (``clip-tiny``, no stream's default) would add
         # 13.6 MB to the package and still trains at first use
@@ -97,8 +101,11 @@ def main() -> None:
             continue
         key = f"{path.parent.name}/{path.name}"
         stem = re.sub(r"-[0-9a-f]{16}\.pt$", "", path.name)
+        model = load_checkpoint(path)[1].get("model")
         for earlier in list(files):  # the file this one replaces (another recipe's name)
             same = re.sub(r"-[0-9a-f]{16}\.pt$", "", earlier) == f"{path.parent.name}/{stem}"
+            # ... for the same model (ViDA's adapters on the CNN and on the ViT share a stem)
+            same = same and files[earlier].get("meta", {}).get("model") == model
             if same and earlier != key:
                 (SHIPPED_DIR / earlier).unlink(missing_ok=True)
                 del files[earlier]

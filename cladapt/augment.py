@@ -149,9 +149,20 @@ class Augment(nn.Module):
             return out.clamp(0, 1).reshape(v * b, c, h, w)
 
     def _colour(self, x: torch.Tensor, p: ViewParams) -> torch.Tensor:
-        """ColorJitterPro with per-view factors: at each position of the views' random orders,
-        each operation is applied (broadcast) to the views that have it there."""
+        """ColorJitterPro with per-view factors. On a GPU: at each position of the views' random
+        orders, each operation is applied (broadcast) to the views that have it there. On a CPU:
+        view after view, each in its own order (the same values; a view's images stay in the
+        cache through its five operations, where a pass over all views streams them from memory
+        five times: 56 vs 95 ms for 32 views of 64 images at 32 px)."""
         dev = x.device
+        if dev.type == "cpu":
+            out = torch.empty_like(x)
+            for v, order in enumerate(p.order.tolist()):
+                img = x[v : v + 1]
+                for k in order:
+                    img = _jitter(OPS[k], img, getattr(p, OPS[k])[v].view(1, 1, 1, 1, 1))
+                out[v : v + 1] = img
+            return out
         factors = {op: getattr(p, op).to(dev).view(-1, 1, 1, 1, 1) for op in OPS}
         order = p.order.to(dev)
         x = x.clone()
@@ -182,10 +193,10 @@ class Augment(nn.Module):
         ).view(1, oh * ow, 3)
         points = base.expand(v, -1, -1).bmm(theta.transpose(1, 2))  # (V, oh*ow, 2) pixels
         grid = points / torch.tensor([0.5 * w, 0.5 * h], device=dev)  # the unpadded image's
-        # one grid per view, the batch's images as its channels (one grid, not B copies)
+        grid = grid.view(v, 1, oh, ow, 2).expand(v, b, oh, ow, 2).reshape(v * b, oh, ow, 2)
         warped = F.grid_sample(
-            x.reshape(v, b * c, h, w),
-            grid.view(v, oh, ow, 2),
+            x.reshape(v * b, c, h, w),
+            grid,
             mode="bilinear",
             padding_mode="border",
             align_corners=False,
@@ -299,19 +310,45 @@ def inverse_affine(p: ViewParams) -> torch.Tensor:
     return torch.stack([torch.stack([a, b, e], -1), torch.stack([c, d, f], -1)], -2).float()
 
 
+BAND_BLUR_MAX_SIDE = 64  # up to this side the blur is two banded matmuls (faster than a conv)
+
+
 def blur(x: torch.Tensor, sigma: torch.Tensor, margin: int) -> torch.Tensor:
     """Per-view Gaussian blur (kernel 2 * margin + 1, torchvision's kernel) of (V, B, C, H', W')
-    images as one grouped separable convolution, keeping the centre (H' - 2 margin) square."""
+    images, separable, keeping the centre (H' - 2 margin) square. Small images: each pass is one
+    batched matmul with the view's banded kernel matrix (a 5-tap depthwise conv over 6 000
+    planes is slow on a CPU: 45 vs 21 ms for 32 views of 64 images at 32 px); large ones: a
+    grouped convolution with one filter per (view, channel), whose cost does not grow with
+    the side as the band's does."""
     v, b, c, hh, ww = x.shape
     k = 2 * margin + 1
     taps = torch.arange(k, device=x.device, dtype=torch.float32) - margin
     kernel = torch.exp(-0.5 * (taps.view(1, -1) / sigma.view(-1, 1)) ** 2)
     kernel = kernel / kernel.sum(1, keepdim=True)  # (V, k)
+    oh, ow = hh - 2 * margin, ww - 2 * margin
+    if max(hh, ww) <= BAND_BLUR_MAX_SIDE:
+        rows = torch.matmul(x.reshape(v, b * c * hh, ww), _band(kernel, ww))
+        out = torch.matmul(
+            _band(kernel, hh).transpose(1, 2).unsqueeze(1), rows.view(v, b * c, hh, ow)
+        )
+        return out.view(v, b, c, oh, ow)
     weight = kernel.repeat_interleave(c, dim=0)  # (V * C, k): one filter per (view, channel)
     planes = x.permute(1, 0, 2, 3, 4).reshape(b, v * c, hh, ww)
     planes = F.conv2d(planes, weight.view(v * c, 1, 1, k), groups=v * c)
     planes = F.conv2d(planes, weight.view(v * c, 1, k, 1), groups=v * c)
-    return planes.view(b, v, c, hh - 2 * margin, ww - 2 * margin).permute(1, 0, 2, 3, 4)
+    return planes.view(b, v, c, oh, ow).permute(1, 0, 2, 3, 4)
+
+
+def _band(kernel: torch.Tensor, n: int) -> torch.Tensor:
+    """(V, n, n - k + 1) matrices whose column j holds view v's kernel in rows j .. j + k - 1:
+    ``signal @ band`` is the valid 1-D correlation with the kernel."""
+    v, k = kernel.shape
+    out = n - k + 1
+    band = torch.zeros(v, n, out, device=kernel.device, dtype=kernel.dtype)
+    cols = torch.arange(out, device=kernel.device)
+    for j in range(k):
+        band[:, cols + j, cols] = kernel[:, j : j + 1]
+    return band
 
 
 # ---------------------------------------------------------------------------------- teachers
@@ -369,13 +406,15 @@ def teacher_views(
     made in chunks whose images take at most ``memory_mb`` / 8 (room for the augmentation's
     temporaries and the teacher's activations); on a GPU each chunk is one teacher forward, each
     view normalised with its own batch statistics as one forward per view would; on a CPU the
-    teacher takes one view per forward, which is faster there (a small CNN at 32 px: 32 forwards
-    of 64 images 102 ms, 4 of 512 229 ms, one of 2048 370 ms, ``benchmarks/tta_cost.py
-    --profile``)."""
+    teacher takes one view per forward, each made just before it is used, which is faster there
+    (a small CNN at 32 px: 32 forwards of 64 images 102 ms, 4 of 512 229 ms, one of 2048 370 ms,
+    ``benchmarks/tta_cost.py --profile``)."""
     params = augment.draw(views)
     per_view_mb = x[:1].numel() * 4 * len(x) / 2**20
     per_chunk = max(1, int(memory_mb / 8 / max(per_view_mb, 1e-9)))
     one_by_one = x.device.type == "cpu"
+    if one_by_one:  # a view is made and used while it is in the cache (Augment._colour)
+        per_chunk = 1
     out = []
     for start in range(0, views, per_chunk):
         chunk = params.select(slice(start, start + per_chunk))

@@ -47,11 +47,13 @@ class Job:
     seed: int
     pretrained: bool = False  # the model's pre-trained weights (``--pretrained``)
     sets: tuple[tuple[str, str], ...] = ()  # ``--set`` values (a claim's configured runs)
+    model: str | None = None  # another model than the stream's default (its model_variants)
 
     def label(self) -> str:
         weights = " (pre-trained)" if self.pretrained else ""
         config = "".join(f" --set {k}={v}" for k, v in self.sets)
-        return f"{self.strategy}{weights}{config} on {self.stream}, seed {self.seed}"
+        model = f" --model {self.model}" if self.model else ""
+        return f"{self.strategy}{weights}{model}{config} on {self.stream}, seed {self.seed}"
 
 
 SUITES = ("quick", "full", "full-all")
@@ -118,6 +120,16 @@ def suite_jobs(
             sides = [claim["a"], claim["b"]]
             if all(s in names and s not in skip and (not only or s in only) for s in sides):
                 jobs += [Job(stream.name, s, seed, False, sets) for s in sides for seed in chosen]
+        # the same strategies on another model (model_variants: ViDA's claim on a ViT, as its
+        # paper): part of the full suite, like the default model's runs
+        if suite != "quick" or only or named:
+            for model, strategies in stream.extra.get("model_variants", {}).items():
+                jobs += [
+                    Job(stream.name, name, seed, False, (), model)
+                    for name in strategies
+                    if name in names and name not in skip and (not only or name in only)
+                    for seed in chosen
+                ]
     return jobs
 
 
@@ -359,6 +371,7 @@ def _run_job(job: Job, catalog, device: str, out: Path, progress) -> JobResult:
                 device=device,
                 out=out,
                 pretrained=job.pretrained,
+                model=job.model,
             ),
             catalog,
             progress,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -85,6 +86,7 @@ def entry() -> None:
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    _close_own_threads()
     left = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
     left = [n for n in left if n != threading.main_thread().name]
     if left:
@@ -97,6 +99,15 @@ def entry() -> None:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _close_own_threads() -> None:
+    """Join the harness's own idle worker threads (the CPU corruptions' pool), so that only a
+    plugin's threads are left to warn about."""
+    module = sys.modules.get("cladapt.data.corruptions")
+    if module is not None and module._threads.cache_info().currsize:
+        module._threads().shutdown(wait=True)
+        module._threads.cache_clear()
 
 
 class CladaptGroup(click.Group):
@@ -265,8 +276,11 @@ def run(
     catalog = _catalog(spec.plugins)
     if dry_run:
         from cladapt.planning import plan
+        from cladapt.runner import check_checkpoint_fits
 
-        _print_plan(plan(spec, catalog))
+        planned = plan(spec, catalog)
+        check_checkpoint_fits(planned, catalog)  # a file that will not load fails here, not later
+        _print_plan(planned)
         return
     progress = NullProgress() if quiet else RichProgress(console=err_console)
     if isinstance(progress, RichProgress):
@@ -331,12 +345,20 @@ def _print_outcome(outcome, out: Path) -> None:
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k, v in outcome.summary.items():
-        t.add_row(
-            plain(k),
-            f"{v:,.0f}" if k == "trainable_params" else f"{v:.3g}" if abs(v) >= 1e6 else f"{v:.2f}",
-        )
+        t.add_row(plain(k), summary_value(k, v))
     console.print(t)
     console.print(plain(f"run {run.run_id}: rows appended to {out}"), highlight=False)
+
+
+# counts: shown as whole numbers (a parameter count, a number of threads or recoveries)
+COUNT_METRICS = ("params", "threads", "recoveries", "batches", "passes", "steps")
+
+
+def summary_value(metric: str, value: float) -> str:
+    """A summary metric as the run's table prints it: counts whole, large values in 3 digits."""
+    if math.isfinite(value) and value == int(value) and metric.endswith(COUNT_METRICS):
+        return f"{int(value):,}"
+    return f"{value:.3g}" if abs(value) >= 1e6 else f"{value:.2f}"
 
 
 @main.command(name="list")

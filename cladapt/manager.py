@@ -55,6 +55,31 @@ class Catalog:
     plugin_names: list[str]
 
 
+def plugin_release(origin: str) -> dict[str, str]:
+    """Which release of a plugin registered an entry (``origin``: an entry point's or a
+    module's name): {"plugin", "package", "version"}; a module passed with ``--plugin`` that
+    no installed distribution holds is identified by its file's SHA-256 instead; {} for the
+    built-ins (the row's ``cladapt_version`` says)."""
+    import hashlib
+    import importlib.metadata as md
+
+    if not origin or origin in BUILTIN_PLUGINS:
+        return {}
+    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == origin and ep.dist is not None:
+            return {"plugin": origin, "package": ep.dist.name, "version": ep.dist.version}
+    top = origin.split(".")[0]
+    dists = md.packages_distributions().get(top, [])
+    if dists:
+        return {"plugin": origin, "package": dists[0], "version": md.version(dists[0])}
+    module = sys.modules.get(origin)
+    path = getattr(module, "__file__", None)
+    if path and Path(path).is_file():
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+        return {"plugin": origin, "package": Path(path).name, "version": f"sha256:{digest}"}
+    return {"plugin": origin}
+
+
 def _new_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)

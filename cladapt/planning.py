@@ -193,6 +193,7 @@ def plan(spec: RunSpec, catalog: Catalog) -> RunPlan:
         raise ConfigError(f"--seed {spec.seed}: expected an integer in 0 .. 2^32-1")
     seed_everything(spec.seed)
     layered = layer(spec, catalog)
+    check_requirements(layered.strategy_entry)  # a missing optional extra: no row, as bad input
     stream, protocol_cls = layered.stream, layered.protocol_cls
     setting = spec.setting or stream.default_setting
     allowed = stream.settings or protocol_cls.settings
@@ -262,6 +263,11 @@ def _params(layered: Layered, pretrained: bool | str) -> dict[str, Any]:
         params[f"with_{getattr(entry.factory, 'name', entry.name)}"] = dataclasses.asdict(cfg)
     if stream.facts:
         params["stream"] = stream.facts
+    from cladapt.manager import plugin_release
+
+    release = plugin_release(layered.strategy_entry.origin)
+    if release:  # a third-party strategy: which release of its package made the row
+        params["plugin"] = release
     return params | {"config": layered.config}
 
 
@@ -276,6 +282,26 @@ def _resolve(spec: RunSpec, catalog: Catalog):
             f"{spec.stream!r}; strategies that do: {', '.join(fitting)}"
         )
     return stream_entry, strategy_entry, PROTOCOLS[protocol_name]
+
+
+def check_requirements(entry) -> None:
+    """A strategy's optional modules (``Strategy.requires``, e.g. avalanche) must be importable:
+    checked before any row is written, like every other input a run cannot start without."""
+    missing = [m for m in getattr(entry.factory, "requires", ()) if not _importable(m)]
+    if missing:
+        install = getattr(entry.factory, "install_hint", "") or f"pip install {missing[0]}"
+        raise ConfigError(
+            f"strategy {entry.name!r} needs {', '.join(missing)}, which is not installed: {install}"
+        )
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def check_hook_names(entry) -> None:

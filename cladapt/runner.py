@@ -194,7 +194,9 @@ class Models:
 
     def source(self) -> torch.nn.Module:
         plan, stream = self.plan, self.plan.stream
-        if plan.spec.checkpoint or (stream.source is None and plan.pretrained):
+        if plan.spec.checkpoint or (
+            stream.source is None and (plan.pretrained or stream.random_source)
+        ):
             return self.fresh()
         if stream.source is None:
             why = f" ({stream.source_missing})" if stream.source_missing else ""
@@ -385,6 +387,8 @@ def execute(
     catalog = catalog or load_catalog(spec.plugins)
     with kept_torch_state():  # what a plugin sets process-wide ends with its run
         the_plan = plan(replace(spec, out=None) if sink is not None else spec, catalog)
+        # a checkpoint that does not fit is bad input, refused before any row (as a missing one)
+        check_checkpoint_fits(the_plan, catalog)
         return run(build(the_plan, catalog, progress, run_id=run_id, sink=sink))
 
 
@@ -413,6 +417,13 @@ def _summary(run: Run, result, pm, start: float, excluded_s: float) -> dict[str,
         extra = impl.function(run=run)
         summary |= _described(plugin_label(impl.plugin), extra, measured)
     return summary
+
+
+def check_checkpoint_fits(plan: RunPlan, catalog: Catalog) -> None:
+    """Load the run's ``--checkpoint`` into a model of its architecture (on the CPU) and
+    discard it: the one-line error a run would stop with, before any run (``--dry-run``)."""
+    if plan.spec.checkpoint:
+        Models(plan, catalog, {}, NullProgress()).fresh().to("cpu")
 
 
 def plugin_label(plugin: object) -> str:

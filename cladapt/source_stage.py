@@ -57,7 +57,11 @@ def train_on_source(
         with preparing(path):
             if not load_cached(trained, path):
                 _train(run, trained, loss, optimizer, epochs, name)
-                save_checkpoint(path, trained.state_dict(), {"stream": run.stream.name, **meta})
+                save_checkpoint(
+                    path,
+                    trained.state_dict(),
+                    {"stream": run.stream.name, "model": run.model_name, **meta},
+                )
     run.untimed_s += time.perf_counter() - tic  # one-off and cached, like the source model
     return True
 

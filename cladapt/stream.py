@@ -134,6 +134,11 @@ class Stream:
     source_missing: str = ""
     # False for a stream that never has source data (ImageNet-C: the source model is pre-trained)
     has_source_data: bool = True
+    # a cost probe's model starts from random weights (its cost does not depend on them)
+    random_source: bool = False
+    # the source-model recipe per model name where a model needs its own (SourceRecipe fields;
+    # e.g. a ViT from scratch needs more epochs than the small CNN)
+    source_recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:

@@ -144,6 +144,7 @@ class AvalancheStrategy(Strategy):
     max_epochs = 0  # the protocol's own loop does nothing: Avalanche trains in before_experience
     train_flops_measured = False  # Avalanche's loop is not instrumented
     requires = ("avalanche",)
+    install_hint = INSTALL
     avalanche_class: ClassVar[str] = "Naive"
     extra_args: ClassVar[tuple[str, ...]] = ()
 

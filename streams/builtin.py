@@ -26,6 +26,7 @@ from cladapt.streams.nevis import (
     build_nevis,
     build_nevis_mini,
 )
+from cladapt.streams.probes import build_cost_probe
 from cladapt.streams.scenarios import (
     build_rotated_domains,
     build_split_classes,
@@ -53,6 +54,7 @@ BUILDERS = {
     "digits-uda": build_digits_uda,
     "fonts-digits": build_fonts_digits,
     "mnist-mnistm": build_mnist_mnistm,
+    "cost-probe": build_cost_probe,
 }
 
 
@@ -92,7 +94,7 @@ def cladapt_register_streams(registry: StreamRegistry) -> None:
                 "mtil-mini",
                 "fonts-digits",
             )
-            embedded = embedded or "embedded" in d.get("dataset", {})
+            embedded = embedded or "embedded" in d.get("dataset", {}) or d["kind"] == "cost-probe"
             registry.add(
                 name,
                 build,
@@ -103,6 +105,8 @@ def cladapt_register_streams(registry: StreamRegistry) -> None:
                 bench_seeds=int(d.get("bench_seeds", 3)),  # seeds the full bench runs
                 quick_strategies=tuple(d.get("quick_strategies", ())),
                 claims=tuple(d.get("claims", ())),
+                # strategies the full bench also runs on another model: {model: [strategies]}
+                model_variants={k: tuple(v) for k, v in d.get("model_variants", {}).items()},
                 # a UDA stream's claims are judged per target, as the papers' tables are
                 claim_targets=tuple(t["name"] for t in d.get("targets", ())),
                 claims_setting=(d.get("settings") or [None])[0],

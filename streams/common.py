@@ -40,6 +40,7 @@ def common_fields(name: str, d: dict[str, Any]) -> dict[str, Any]:
         description=d.get("description", ""),
         source_id=d.get("source_id", ""),
         tta_augmentation=TTAAugmentation(**d.get("tta_augmentation", {})),
+        source_recipes={k: dict(v) for k, v in d.get("source_recipes", {}).items()},
     )
 
 

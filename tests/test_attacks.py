@@ -237,6 +237,36 @@ def test_base_exceptions_from_plugins_are_error_rows_and_one_line(tmp_path):
         assert df.row_type.iloc[-1] == "error" and name in df.note.iloc[-1]
 
 
+def test_a_test_time_plugin_that_reads_labels_is_told_why_they_are_none(tmp_path, catalog):
+    plugged = load_catalog(["attack_plugins"])
+    spec = RunSpec("digits-shift", "atk-reads-labels", {}, out=tmp_path / "r.csv", device="cpu")
+    with pytest.raises(CladaptError, match="batch.y is None, labels are never shown"):
+        execute(spec, plugged)
+    assert read_results(tmp_path / "r.csv").row_type.iloc[-1] == "error"
+
+
+def test_the_harness_own_worker_threads_are_not_blamed_on_a_plugin(tmp_path):
+    """The CPU corruptions sample Poisson noise in a pool of worker threads: they are the
+    harness's, closed before the exit check, so a plain command warns about no thread."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from cladapt.data import corruptions\n"
+        "corruptions.shot_noise(torch.rand(4, 3, 128, 128), 60.0, torch.Generator())\n"
+        "assert corruptions._threads.cache_info().currsize == 1\n"
+        "from cladapt.cli import entry\n"
+        "sys.argv = ['cladapt', 'list', 'models']\n"
+        "entry()\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert "small-cnn" in res.stdout and "left running" not in res.stderr
+
+
 def test_a_plugins_thread_neither_hangs_the_command_nor_hides_its_error(tmp_path):
     start = time.monotonic()
     res = _cli(
@@ -293,6 +323,36 @@ def test_runs_from_other_source_weights_never_replace_each_other(tmp_path):
     append_rows(tmp_path / "r.csv", rows)
     models = set(aggregate(load([tmp_path / "r.csv"])).model)
     assert models == {"m (weights 6f7d1b1e)", "m (weights 17fb926c)"}
+
+
+def test_two_releases_of_a_plugin_never_merge_into_one_row(tmp_path):
+    from test_leaderboard import summary_rows
+
+    rows = []
+    for run, version in (("a", "0.1.0"), ("b", "0.2.0")):
+        part = summary_rows(run, "my-tent", 0, {"mean_error": 10.0})
+        for r in part:
+            r["params_json"] = json.dumps(
+                {"plugin": {"plugin": "my_tta", "package": "my-tta", "version": version}}
+            )
+        rows += part
+    append_rows(tmp_path / "r.csv", rows)
+    strategies = set(aggregate(load([tmp_path / "r.csv"])).strategy)
+    assert strategies == {"my-tent (my-tta 0.1.0)", "my-tent (my-tta 0.2.0)"}
+
+
+def test_a_plugin_modules_rows_record_its_release(tmp_path, catalog):
+    """A strategy from a module passed with --plugin (no installed distribution) records the
+    module and its file's SHA-256; the built-ins record nothing (cladapt_version says)."""
+    import hashlib
+
+    from cladapt.manager import load_catalog, plugin_release
+
+    load_catalog(["attack_plugins"])
+    release = plugin_release("attack_plugins")
+    source = (Path(__file__).parent / "attack_plugins.py").read_bytes()
+    assert release["version"] == "sha256:" + hashlib.sha256(source).hexdigest()[:12]
+    assert plugin_release("cladapt.plugins.tta") == {}
 
 
 def test_a_cache_file_replaced_by_another_artefact_is_rebuilt(tmp_path):

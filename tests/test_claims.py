@@ -8,13 +8,19 @@ import pandas as pd
 from cladapt.leaderboard.claims import Claim, claims_of, evaluate
 
 
-def _rows(strategy: str, per_seed: dict[str, list[float]], stream="s", metric="target_error"):
+def _rows(
+    strategy: str,
+    per_seed: dict[str, list[float]],
+    stream="s",
+    metric="target_error",
+    model="small-cnn",
+):
     """A finished UDA run per seed: a summary row (the mean over targets) and one eval row per
     target, in the columns a results file has."""
     rows = []
     targets = list(per_seed)
     for seed in range(len(per_seed[targets[0]])):
-        run_id = f"{strategy}-{seed}"
+        run_id = f"{strategy}-{model}-{seed}"
         values = [per_seed[t][seed] for t in targets]
         common = dict(
             run_id=run_id,
@@ -22,7 +28,7 @@ def _rows(strategy: str, per_seed: dict[str, list[float]], stream="s", metric="t
             protocol="uda",
             setting="",
             strategy=strategy,
-            model="small-cnn",
+            model=model,
             seed=seed,
             started_at="2026-01-01T00:00:00",
             params_json="{}",
@@ -76,3 +82,27 @@ def test_digits_uda_claims_are_declared_per_target(catalog):
     assert len(claims) == 2 * len({c.statement.split(" on target")[0] for c in claims})
     single = [c for c in claims_of(catalog) if c.stream == "digits"]
     assert single and all(c.target is None for c in single)
+
+
+def test_a_claim_reads_one_model_and_says_which_when_it_is_not_the_default(catalog):
+    """ViDA's claim is judged on the ViT runs only (every published ViDA number is on a ViT);
+    the stream's other claims on its default model only, so a second model's runs never mix
+    into their means."""
+    vit = _rows("dann", {"t": [10, 11, 12]}, model="tiny-vit") + _rows(
+        "source-only", {"t": [30, 31, 29]}, model="tiny-vit"
+    )
+    cnn = _rows("dann", {"t": [60, 61, 62]}) + _rows("source-only", {"t": [30, 31, 29]})
+    df = pd.DataFrame(vit + cnn)
+    d = dict(paper="p", claim="c", metric="target_error", a="dann", relation="<", b="source-only")
+    on_vit = Claim.from_data("s", d | {"model": "tiny-vit"}, None, "t", "small-cnn")
+    on_default = Claim.from_data("s", d, None, "t", "small-cnn")
+    held, not_held = evaluate([on_vit, on_default], df)
+    assert held.status == "held" and not_held.status == "not held"
+    assert on_vit.statement.endswith("with tiny-vit") and "with" not in on_default.statement
+    (vida,) = [c for c in claims_of(catalog) if c.stream == "digits-c" and c.a == "vida"]
+    assert vida.model == "tiny-vit"
+    assert all(
+        c.model == "small-cnn"
+        for c in claims_of(catalog)
+        if c.stream == "digits-c" and c.a != "vida"
+    )

@@ -235,3 +235,33 @@ def test_bench_and_sweep_read_streams_strategies_and_seeds_alike(cli, tmp_path):
         == seen["sweep"]
         == [("digits-shift", "source", 0), ("digits-shift", "source", 1)]
     )
+
+
+def test_run_summary_prints_counts_as_whole_numbers():
+    from cladapt.cli import summary_value
+
+    assert summary_value("peak_trainable_params", 61338.0) == "61,338"
+    assert summary_value("torch_threads", 1.0) == "1"
+    assert summary_value("mean_error", 7.0) == "7.00"
+    assert summary_value("train_flops", 3.2e12) == "3.2e+12"
+    assert summary_value("trainable_params", float("nan")) == "nan"
+
+
+def test_dry_run_loads_the_checkpoint_it_names(cli, tmp_path):
+    """--dry-run stops where the run would: a checkpoint that does not fit the model."""
+    import torch
+
+    bad = tmp_path / "bad.pt"
+    torch.save({"a": torch.zeros(2)}, bad)
+    args = ["run", "-s", "digits-c", "-a", "tent", "--checkpoint", str(bad), "--dry-run"]
+    _one_line_error(cli.invoke(main, args), "does not fit the model")
+    # the run itself refuses it before any row, as a missing checkpoint (bad input: no row)
+    out = tmp_path / "r.csv"
+    _one_line_error(cli.invoke(main, [*args[:-1], "--out", str(out)]), "does not fit the model")
+    assert not out.exists()
+    from cladapt.models.small_cnn import SmallCNN
+
+    good = tmp_path / "good.pt"
+    torch.save(SmallCNN(10).state_dict(), good)
+    res = cli.invoke(main, [*args[:6], str(good), "--dry-run"])
+    assert res.exit_code == 0, res.output

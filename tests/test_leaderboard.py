@@ -315,13 +315,21 @@ def test_the_full_suite_runs_each_stream_at_its_own_number_of_seeds(catalog):
         seeds.setdefault(j.stream, set()).add(j.seed)
     assert seeds["digits-uda"] == set(range(6)) and seeds["fonts-digits"] == set(range(5))
     assert seeds["digits-c"] == {0, 1, 2}
+    # a cost probe is seed-free: one seed, the two strategies its claim compares
+    assert seeds["imagenet-probe"] == {0}
+    assert {j.strategy for j in jobs if j.stream == "imagenet-probe"} == {"tent", "ecotta"}
     assert {j.seed for j in suite_jobs(catalog, "full", 2)} == {0, 1}
+    # ViDA's claim is on a ViT: the full suite also runs it and its comparisons on one
+    vit = {(j.strategy, j.seed) for j in jobs if j.model == "tiny-vit"}
+    assert vit == {(s, k) for s in ("source", "tent", "cotta", "vida") for k in range(3)}
+    assert not any(j.model for j in suite_jobs(catalog, "quick", None))
     rows = []
     for i, job in enumerate(jobs):
         model = "clip+pretrained" if job.stream == "mtil-mini" or job.pretrained else "small-cnn"
+        model = job.model or model
         for row in summary_rows(f"r{i}", job.strategy, job.seed, {"x": 1.0}, stream=job.stream):
             rows.append(row | {"model": model, "params_json": "{}"})
-    assert suite_name(pd.DataFrame(rows), catalog) == "full suite (3-6 seeds)"
+    assert suite_name(pd.DataFrame(rows), catalog) == "full suite (1-6 seeds)"
 
 
 def test_the_committed_leaderboard_has_one_run_per_configuration_and_seed():

@@ -114,3 +114,30 @@ def test_switched_off_shipped_weights_are_not_used(monkeypatch):
     key = next(iter(shipped.manifest()))
     monkeypatch.setenv(shipped.ENV, "0")
     assert shipped.shipped_file(shipped.SHIPPED_DIR.parent / key) is None
+
+
+def test_digits_cs_vit_variant_and_its_vida_adapters_are_shipped(fresh_cache, monkeypatch):
+    """ViDA's claim is judged on the tiny ViT (every published ViDA number is on a ViT): its
+    source model (its own recipe, source_recipes) and ViDA's source-trained adapters on it ship,
+    so a ViT run trains nothing."""
+    from cladapt import source_stage
+    from cladapt.manager import load_catalog
+    from cladapt.models import source
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a shipped model was trained")
+
+    monkeypatch.setattr(source, "train_source_model", no_training)
+    monkeypatch.setattr(source_stage, "_train", no_training)
+    catalog = load_catalog()
+    stream = catalog.streams.get("digits-c").factory(data_root=None, seed=0)
+    recipe = source.source_recipe(stream, "tiny-vit")
+    assert (recipe.epochs, recipe.lr) == (100, 2e-3)
+    assert shipped.shipped_file(source.source_checkpoint_path(stream, "tiny-vit", recipe))
+    out = fresh_cache.parent / "vit.csv"
+    spec = RunSpec(
+        "digits-shift", "vida", {"augmentations": "2"}, out=out, device="cpu", model="tiny-vit"
+    )
+    outcome = execute(spec, catalog)
+    assert outcome.summary["source_trained_adapters"] == 1
+    assert not list(fresh_cache.glob("models/*.pt"))

@@ -139,6 +139,8 @@ def test_avalanche_missing_is_a_one_line_error(run_cli, tmp_path):
     )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "cladapt[avalanche]" in r.stderr
+    # refused before the run starts, like any other input it cannot start without: no row
+    assert not (tmp_path / "r.csv").exists()
 
 
 def _writer(path: str, worker: int, n: int) -> None:

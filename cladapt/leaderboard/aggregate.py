@@ -60,7 +60,7 @@ def load(paths: Iterable[str | Path]) -> pd.DataFrame:
     merged = merged.drop_duplicates(ignore_index=True) if len(frames) > 1 else merged
     for key in KEYS:  # a zero-width or decomposed character never makes a second entry
         merged[key] = merged[key].map(name_key)
-    return label_weights(label_configurations(merged))
+    return label_plugin_releases(label_weights(label_configurations(merged)))
 
 
 def configurations(df: pd.DataFrame) -> pd.Series:
@@ -102,6 +102,26 @@ def label_weights(df: pd.DataFrame) -> pd.DataFrame:
     key = pd.MultiIndex.from_frame(df[KEYS])
     hit = key.isin(mixed.index) & (weights != "").to_numpy()
     df.loc[hit, "model"] = df.model[hit] + " (weights " + weights[hit].str[:8] + ")"
+    return df
+
+
+def label_plugin_releases(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs of one configuration made by different releases of a third-party plugin
+    (``params_json``'s ``plugin`` version) are different entries: the strategy reads
+    ``my-tent (my-tta 0.2.0)``, so a new release never averages with (or replaces) an old one."""
+    releases = {}
+    for text in df.params_json.unique():
+        plugin = params_of(text).get("plugin") or {}
+        version = plugin.get("version") if isinstance(plugin, dict) else None
+        releases[text] = f"{plugin.get('package', '?')} {version}" if version else ""
+    release = df.params_json.map(releases).fillna("")
+    groups = df[release != ""].assign(_r=release).groupby(KEYS)._r.nunique()
+    mixed = groups[groups > 1]
+    if mixed.empty:
+        return df
+    df = df.copy()
+    hit = pd.MultiIndex.from_frame(df[KEYS]).isin(mixed.index) & (release != "").to_numpy()
+    df.loc[hit, "strategy"] = df.strategy[hit] + " (" + release[hit] + ")"
     return df
 
 
@@ -187,6 +207,9 @@ def stream_headlines(stream: str, protocol: str, table: pd.DataFrame) -> list[tu
         return [MTIL_HEADLINES[1], MTIL_HEADLINES[0], MTIL_HEADLINES[2]]
     if stream.startswith("nevis") and "avg_error_after_learning_mean" in table:
         return [("avg_error_after_learning", "min"), ("avg_accuracy", "max")]
+    if protocol == "test_time" and "mean_error_mean" not in table:
+        # a cost probe (the ``probe`` setting) records cost only
+        return [("saved_activation_mb", "min"), ("trainable_params", "min")]
     return HEADLINES.get(protocol, [("", "min")])
 
 

@@ -18,6 +18,10 @@ error se = sqrt(sd_a^2 / n_a + sd_b^2 / n_b).
   backward, parameter counts), where one run decides;
 - a side with no finished run: **not run**, with the runs it needs.
 
+A claim reads the runs of one model: the stream's default model, or the one it names (``model
+= "tiny-vit"``: ViDA's claim on a ViT, as every ViDA result is; the full bench makes those runs
+from the stream's ``model_variants``), so runs of other models never mix into its means.
+
 A stream with several targets (a UDA stream's ``claim_targets``) has each of its claims judged
 once per target, on that target's rows, as the papers report each source -> target pair (a mean
 over targets could let an easy target hide a failure on a hard one).
@@ -60,10 +64,19 @@ class Claim:
     setting: str | None = None
     sets: dict[str, Any] = field(default_factory=dict)
     target: str | None = None  # one target of a UDA stream: read from its per-target rows
+    model: str | None = None  # the model whose runs it reads (None: any)
+    # other streams whose pages show it (a cost probe's claim beside the miniature's rows)
+    shown_with: tuple[str, ...] = ()
+    default_model: bool = True  # ``model`` is the stream's default (not said in the statement)
 
     @classmethod
     def from_data(
-        cls, stream: str, d: dict[str, Any], setting: str | None, target: str | None = None
+        cls,
+        stream: str,
+        d: dict[str, Any],
+        setting: str | None,
+        target: str | None = None,
+        default_model: str | None = None,
     ) -> Claim:
         if d.get("relation") not in RELATIONS:
             raise ValueError(f"claim of {stream}: relation must be one of {sorted(RELATIONS)}")
@@ -78,12 +91,16 @@ class Claim:
             setting=d.get("setting", setting),
             sets=dict(d.get("sets", {})),
             target=target,
+            model=d.get("model", default_model),
+            default_model="model" not in d,
+            shown_with=tuple(d.get("shown_with", ())),
         )
 
     @property
     def statement(self) -> str:
         where = f" on target {self.target}" if self.target else ""
-        return f"{self.a} {self.relation} {self.b} on {self.metric}{where}"
+        model = "" if self.default_model or not self.model else f" with {self.model}"
+        return f"{self.a} {self.relation} {self.b} on {self.metric}{where}{model}"
 
 
 @dataclass
@@ -107,9 +124,10 @@ def claims_of(catalog) -> list[Claim]:
     out = []
     for entry in catalog.streams:
         targets = tuple(entry.extra.get("claim_targets", ())) or (None,)
+        model = (entry.extra.get("defaults") or {}).get("model")
         for d in entry.extra.get("claims", ()):
             setting = entry.extra.get("claims_setting")
-            out += [Claim.from_data(entry.name, d, setting, t) for t in targets]
+            out += [Claim.from_data(entry.name, d, setting, t, model) for t in targets]
     return out
 
 
@@ -172,6 +190,8 @@ def evaluate(claims: list[Claim], df: pd.DataFrame) -> list[Verdict]:
         rows = pool[(pool.stream == claim.stream) & (pool.metric == claim.metric)]
         if claim.setting is not None:
             rows = rows[rows.setting == claim.setting]
+        if claim.model:  # the claim's model (the stream's default unless it names one)
+            rows = rows[rows.model.str.partition("+")[0] == claim.model]
         if claim.sets:  # runs made with these values (a boolean mask: also on no rows)
             keep = pd.Series([_matches(p, claim.sets) for p in rows.params_json], index=rows.index)
             rows = rows[keep.astype(bool)]

@@ -31,16 +31,18 @@ def _threads(df: pd.DataFrame, runs: pd.DataFrame) -> str:
     return ", ".join(f"{t} ({n} run{'s' if n != 1 else ''})" for t, n in counts.items())
 
 
-def _covers(models: dict[tuple[str, str], set[str]], jobs) -> bool:
+def _covers(models: dict[tuple[str, str], set[str]], jobs, pretrained_streams=frozenset()) -> bool:
     """Every job of a suite has a run: its (stream, strategy), on pre-trained weights where the
-    job asks for them (a stream may pre-train its default model anyway, as mtil-mini does)."""
-    return all(
-        (j.stream, j.strategy) in models
-        and (
-            not j.pretrained or any(m.endswith("+pretrained") for m in models[j.stream, j.strategy])
-        )
-        for j in jobs
-    )
+    job asks for them and on others where it does not (unless the stream pre-trains its default
+    model anyway, as mtil-mini does: ``pretrained_streams``)."""
+
+    def has(job) -> bool:
+        seen = models.get((job.stream, job.strategy), set())
+        if job.pretrained or job.stream in pretrained_streams:
+            return any(m.endswith("+pretrained") for m in seen)
+        return any(not m.endswith("+pretrained") for m in seen)
+
+    return all(has(j) for j in jobs)
 
 
 def suite_name(df: pd.DataFrame, catalog) -> str:
@@ -60,9 +62,16 @@ def suite_name(df: pd.DataFrame, catalog) -> str:
     else:  # streams run their own number of seeds (bench_seeds)
         n = f"{seeds.min()}-{seeds.max()} seeds"
     quick = suite_jobs(catalog, "quick", 1)
-    if models and _covers(models, quick) and set(models) <= {(j.stream, j.strategy) for j in quick}:
+    own = frozenset(  # streams whose default model is pre-trained (every run's model is)
+        e.name for e in catalog.streams if (e.extra.get("defaults") or {}).get("pretrained")
+    )
+    if (
+        models
+        and _covers(models, quick, own)
+        and set(models) <= {(j.stream, j.strategy) for j in quick}
+    ):
         return f"quick suite ({n})"
-    if models and _covers(models, suite_jobs(catalog, "full", 1)):
+    if models and _covers(models, suite_jobs(catalog, "full", 1), own):
         return f"full suite ({n})"
     return f"a selection of {len(models)} (stream, strategy) pairs ({n})"
 

@@ -402,7 +402,11 @@ class _Pages:
             version=__version__,
             integer_metrics=INTEGER_METRICS,
             made=self.made,
-            claims=[v for v in self.verdicts if v.claim.stream == stream],
+            claims=[
+                v
+                for v in self.verdicts
+                if v.claim.stream == stream or stream in v.claim.shown_with
+            ],
             rule=CLAIM_RULE,
         )
         return page, html, index_rows

@@ -38,6 +38,13 @@ class SourceRecipe:
     translate: int = 4  # random-crop padding in pixels (CIFAR's RandomCrop(32, padding=4)); 0: off
 
 
+def source_recipe(stream: Stream, model_name: str) -> SourceRecipe:
+    """The recipe ``model_name``'s source model is trained with on ``stream``: the stream's own
+    for that model (``source_recipes``), else the default."""
+    own = getattr(stream, "source_recipes", {}) or {}
+    return SourceRecipe(**own.get(model_name.removesuffix("-pretrained"), {}))
+
+
 def source_checkpoint_path(stream: Stream, model_name: str, recipe: SourceRecipe) -> Path:
     key = fingerprint(
         source=stream.source_id,
@@ -61,7 +68,7 @@ def get_source_model(
 ) -> nn.Module:
     """Load the shipped source model (:mod:`cladapt.models.shipped`) or the cached one, or train
     it on ``stream.source.train`` and cache it."""
-    recipe = recipe or SourceRecipe(**stream.defaults.get("source_recipe", {}))
+    recipe = recipe or source_recipe(stream, model_name)
     path = source_checkpoint_path(stream, model_name, recipe)
     model = make_model()
     shipped = shipped_file(path)

@@ -14,6 +14,10 @@ sees only images: labels stay inside the protocol and are used for scoring the l
   ``correlated``, mariodoebler/test-time-adaptation).
 - ``dirichlet``: as continual, each domain in RoTTA's temporally correlated label order (Dirichlet
   ``dirichlet_gamma`` over time slots; Yuan et al. CVPR 2023). See :mod:`cladapt.data.label_order`.
+- ``probe``: one adaptation step on the first batch of the first domain, for its cost only (the
+  activation bytes held for backward, trainable parameters, time, memory); no error is recorded.
+  A cost does not depend on the weights or the images, so a cost probe can run a paper's
+  architecture at its batch size on synthetic data (the ``*-probe`` streams).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from cladapt.data.batching import concat_datasets, iterate, num_batches
 from cladapt.data.label_order import dirichlet_order, sorted_order
 from cladapt.data.scenarios import targets_of
 from cladapt.device import AMP_HELP
-from cladapt.errors import ConfigError
+from cladapt.errors import CladaptError, ConfigError
 from cladapt.profiling import saved_activation_bytes
 from cladapt.protocols.base import (
     ProtocolResult,
@@ -75,12 +79,14 @@ def _tag_domains(datasets: list[Dataset], num_classes: int) -> Dataset:
 class TestTimeProtocol:
     name = "test_time"
     Config = TestTimeConfig
-    settings = ("continual", "episodic", "gradual", "mixed", "correlated", "dirichlet")
+    settings = ("continual", "episodic", "gradual", "mixed", "correlated", "dirichlet", "probe")
 
     def run(self, run: Run) -> ProtocolResult:
         run.model = run.source_model()
         run.hook.cladapt_setup(run=run)
         record_parameter_scale(run)
+        if run.setting == "probe":
+            return self._probe(run)
         if run.setting == "episodic":
             run.snapshot()
         if run.setting == "mixed":
@@ -95,6 +101,19 @@ class TestTimeProtocol:
         if "_saved_bytes" in run.state:
             headline["saved_activation_mb"] = run.state.pop("_saved_bytes") / 2**20
         return ProtocolResult(headline=headline, tables={"errors": errors})
+
+    def _probe(self, run: Run) -> ProtocolResult:
+        """One adaptation step on the first batch: its cost, no error (the ``probe`` setting)."""
+        exp = run.stream.experiences[0]
+        run.experience, run.experience_index = exp, 0
+        run.hook.cladapt_before_experience(run=run, experience=exp)
+        x, _ = next(iter(self._batches(run, exp.test, f"probe {exp.name}")))
+        self._scored(run, x, 1)  # checked: shape, finite
+        run.images_seen += len(x)
+        check_finite(run, parameters=True)
+        run.hook.cladapt_after_experience(run=run, experience=exp)
+        saved = run.state.pop("_saved_bytes") / 2**20
+        return ProtocolResult(headline={"saved_activation_mb": saved}, tables={})
 
     def _phases(self, run: Run) -> Iterator[tuple[Experience, Dataset, str]]:
         for exp in run.stream.experiences:
@@ -166,8 +185,17 @@ class TestTimeProtocol:
             # the run's precision (--set amp) around the strategy's whole step, so a plugin
             # that never calls run.autocast() still runs at the precision its rows record;
             # the built-ins keep their data transforms in fp32 (Augment disables autocast)
-            with run.autocast():
-                return run.hook.cladapt_adapt(run=run, batch=Batch(x=x))
+            try:
+                with run.autocast():
+                    return run.hook.cladapt_adapt(run=run, batch=Batch(x=x))
+            except (AttributeError, TypeError) as exc:
+                if "NoneType" not in str(exc):
+                    raise
+                # most often a plugin reading the labels: say why they are not there
+                raise CladaptError(
+                    f"cladapt_adapt failed on None ({exc}): in a test-time run batch.y is None, "
+                    "labels are never shown to the strategy (it must adapt without them)"
+                ) from exc
 
         if "_saved_bytes" in run.state:  # measured on the run's first batch (popped at its end)
             logits = adapt()
