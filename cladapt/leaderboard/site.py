@@ -403,9 +403,7 @@ class _Pages:
             integer_metrics=INTEGER_METRICS,
             made=self.made,
             claims=[
-                v
-                for v in self.verdicts
-                if v.claim.stream == stream or stream in v.claim.shown_with
+                v for v in self.verdicts if v.claim.stream == stream or stream in v.claim.shown_with
             ],
             rule=CLAIM_RULE,
         )
