@@ -507,3 +507,22 @@ def test_the_plot_shows_the_metric_the_stream_is_ranked_by(tmp_path):
     table = aggregate(load([tmp_path / "r.csv"]))
     (plot,) = tradeoff_plots(table, "mtil-mini", "continual")
     assert "Avg % (MTIL)" in plot.svg and "final avg acc" not in plot.svg
+
+
+def test_a_streams_second_model_is_never_averaged_with_its_first_in_the_tables():
+    """digits-c runs tent on the small CNN and on the tiny ViT: the per-corruption table has a
+    row for each (the second labelled by its model), not their mean."""
+    import pandas as pd
+
+    from cladapt.leaderboard.site import _models_apart
+
+    rows = [
+        {"run_id": f"{m}{i}", "strategy": "tent", "model": m, "value": v, "stream": "s"}
+        for m, v, n in (("small-cnn", 7.0, 3), ("tiny-vit", 33.0, 1))
+        for i in range(n)
+    ]
+    apart = _models_apart(pd.DataFrame(rows))
+    means = apart.groupby("strategy").value.mean()
+    assert means.to_dict() == {"tent": 7.0, "tent (tiny-vit)": 33.0}
+    one = pd.DataFrame(rows[:3])
+    assert _models_apart(one).equals(one)

@@ -132,6 +132,19 @@ def _ordered(values: pd.Series) -> list[str]:
     return list(dict.fromkeys(values))  # order of first appearance = stream order
 
 
+def _models_apart(evals: pd.DataFrame) -> pd.DataFrame:
+    """A stream's per-experience rows with runs of a second model (digits-c's ViT variant)
+    labelled by it, ``tent (tiny-vit)``, so that the papers' tables and the breakdowns never
+    average two models' runs; the stream's most common model keeps the plain name."""
+    if evals.empty or evals.model.nunique() < 2:
+        return evals
+    main = evals.drop_duplicates("run_id").model.value_counts().index[0]
+    other = evals.model != main
+    evals = evals.copy()
+    evals.loc[other, "strategy"] = evals.strategy[other] + " (" + evals.model[other] + ")"
+    return evals
+
+
 def breakdowns(evals: pd.DataFrame, protocol: str) -> list[Heatmap]:
     """Accuracy matrices of the continual strategies (row: trained up to; column: evaluated)."""
     maps: list[Heatmap] = []
@@ -344,8 +357,7 @@ class _Pages:
         method by the stream's ranking metric)."""
         protocol = rows.protocol.iloc[0]
         st, metric, direction = self._ranked(stream, protocol)
-        evals = self._finished_evals()
-        evals = evals[evals.stream == stream]
+        evals = _models_apart(self._finished_evals().query("stream == @stream"))
         # reference points (joint's upper bound, zero-shot, oracles) are never "best"
         methods = st[(st.reference == "") & ~st.oracle] if "oracle" in st else st
         page = f"streams/{slug(stream)}.html"
