@@ -430,8 +430,8 @@ def test_checkpoint_errors_keep_the_real_reason(tmp_path):
     torch.save({"state_dict": {}, "payload": os.system}, evil)
     with pytest.raises(DataError) as err:
         load_checkpoint(evil)
-    assert "weights_only" in str(err.value) or "WeightsUnpickler" in str(err.value)
-    assert len(str(err.value)) > 200  # torch's whole reason, not cut at 200 characters
+    assert "posix.system" in str(err.value)  # what torch refused, not only that it refused
+    assert "weights_only" not in str(err.value)  # nor torch's advice to turn the check off
 
 
 def test_a_corrupt_cached_source_model_is_rebuilt(tmp_path, monkeypatch, catalog):

@@ -191,7 +191,8 @@ def evaluate(claims: list[Claim], df: pd.DataFrame) -> list[Verdict]:
         if claim.setting is not None:
             rows = rows[rows.setting == claim.setting]
         if claim.model:  # the claim's model (the stream's default unless it names one)
-            rows = rows[rows.model.str.partition("+")[0] == claim.model]
+            # split, not partition: on no rows partition gives a frame without column 0
+            rows = rows[rows.model.str.split("+", n=1).str[0] == claim.model]
         if claim.sets:  # runs made with these values (a boolean mask: also on no rows)
             keep = pd.Series([_matches(p, claim.sets) for p in rows.params_json], index=rows.index)
             rows = rows[keep.astype(bool)]

@@ -121,7 +121,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only refused a Python object in the pickle
-        refused = " ".join(clean(exc).split())[:300]
+        refused = _refusal(exc)
         raise DataError(
             f"cannot load checkpoint {path}: it holds pickled Python objects (e.g. a whole "
             "nn.Module), which cladapt never unpickles; save the weights with "
@@ -137,6 +137,20 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return _unwrapped(obj), {}
     raise DataError(f"checkpoint {path} holds no state dict")
+
+
+def _refusal(exc: Exception) -> str:
+    """What torch's safe unpickler refused (e.g. ``GLOBAL posix.system``), without the advice
+    around it: torch's message is mostly a page on turning ``weights_only`` off, which cladapt
+    never does."""
+    lines = [" ".join(clean(line).split()) for line in str(exc).splitlines()]
+    advice = ("weights_only", "Weights only load failed", "torch.load", "(2)")
+    kept = [
+        line.split(" Please use")[0]
+        for line in lines
+        if line and not any(a in line for a in advice)
+    ]
+    return " ".join(kept)[:400] or type(exc).__name__
 
 
 def _unwrapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
