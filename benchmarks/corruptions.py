@@ -1,8 +1,11 @@
 """cladapt's torch corruptions against the numpy references: speed and fidelity.
 
-    pip install imagecorruptions imagenet-c wand "setuptools<81" "opencv-python>=4.8"
+    # the references' pins conflict with today's opencv: install them beside, without deps
+    pip install --target refs --no-deps imagecorruptions==1.1.2 imagenet-c==0.0.3 wand \
+        scikit-image "opencv-python-headless>=4.8" imageio lazy-loader tifffile "setuptools<81"
     apt-get install libmagickwand-dev          # ImageMagick, for imagenet_c's motion blur
-    python benchmarks/corruptions.py [--reps 5] [--device auto] [--write-reference]
+    PYTHONPATH=refs python benchmarks/corruptions.py [--reps 5] [--device auto]
+        [--write-reference] [--corruptions motion_blur,...] [--severity 5] [--threads N]
 
 References (both are run unmodified, with two shims for today's libraries: skimage's
 ``multichannel=`` argument becomes ``channel_axis=-1`` and ``np.float_`` is ``np.float64``):
@@ -16,8 +19,8 @@ Inputs: 32 px, the first ``--n32`` digits test images (3 x 32 x 32); 224 px, ``-
 224 x 224 crops of scikit-learn's two sample photographs. cladapt runs with the references'
 parameters (``parameters="imagenet"``) so that like is compared with like.
 
-Speed: per corruption, severity 5, ``--reps`` interleaved repetitions (ours, then each
-reference, in turn) on one batch; the median time per batch and the speed-up (reference /
+Speed: per corruption, severity 5 (``--severity``), ``--reps`` interleaved repetitions (ours,
+then each reference, in turn) on one batch; the median time per batch and the speed-up (reference /
 ours). Fidelity: for every corruption and severity, the perturbation d = corrupted - clean (in
 grey levels) of ours and of the reference on the same inputs: mean, std, and the two-sample
 Kolmogorov-Smirnov distance of the pooled d; beside it the KS distance between two reference
@@ -112,18 +115,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def speed(size: int, n: int, reps: int, device: torch.device, refs: dict) -> pd.DataFrame:
+def speed(
+    size: int,
+    n: int,
+    reps: int,
+    device: torch.device,
+    refs: dict,
+    names: list[str],
+    severity: int = 5,
+) -> pd.DataFrame:
     arrays = reference_inputs(size, n)
     x = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div(255).to(device)
     rows = []
-    for name in CORRUPTIONS:
+    for name in names:
         times: dict[str, list[float]] = {"cladapt": []}
         failed: dict[str, str] = {}
-        run_ours(x, name, 5, 0)  # warm-up (kernels, caches, libjpeg)
+        run_ours(x, name, severity, 0)  # warm-up (kernels, caches, libjpeg)
         for rep in range(reps):
             _sync(device)
             tic = time.perf_counter()
-            corrupt(x, name, 5, rep, parameters="imagenet")
+            corrupt(x, name, severity, rep, parameters="imagenet")
             _sync(device)
             times["cladapt"].append(time.perf_counter() - tic)
             for ref, fn in refs.items():
@@ -131,7 +142,7 @@ def speed(size: int, n: int, reps: int, device: torch.device, refs: dict) -> pd.
                     continue
                 tic = time.perf_counter()
                 try:
-                    run_reference(fn, arrays, name, 5, rep)
+                    run_reference(fn, arrays, name, severity, rep)
                 except Exception as exc:  # noqa: BLE001
                     failed[ref] = f"fails: {type(exc).__name__}"
                     continue
@@ -255,7 +266,13 @@ def main() -> None:
     ap.add_argument("--skip-fidelity", action="store_true")
     ap.add_argument("--write-reference", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/corruptions")
+    ap.add_argument("--corruptions", default="all", help="comma-separated names (speed only)")
+    ap.add_argument("--severity", type=int, default=5, help="the severity timed")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
     args = ap.parse_args()
+    names = list(CORRUPTIONS) if args.corruptions == "all" else args.corruptions.split(",")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     torch.set_grad_enabled(False)
     store: dict[str, np.ndarray] = {}
@@ -263,7 +280,7 @@ def main() -> None:
     for size, n in ((32, args.n32), (224, args.n224)):
         refs = load_references(size)
         if not args.skip_speed:
-            speed_tables.append(speed(size, n, args.reps, device, refs))
+            speed_tables.append(speed(size, n, args.reps, device, refs, names, args.severity))
         if not args.skip_fidelity and refs:
             fidelity_tables.append(fidelity(size, n, refs, store))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +288,8 @@ def main() -> None:
         table = pd.concat(speed_tables, ignore_index=True)
         table.to_csv(f"{args.out}_speed.csv", index=False)
         print(
-            f"\nspeed, severity 5, torch on {device} ({torch.get_num_threads()} threads), "
+            f"\nspeed, severity {args.severity}, torch on {device} ({torch.get_num_threads()} "
+            "threads), "
             "median of interleaved repetitions"
         )
         print(to_markdown(table.round(2)))

@@ -180,24 +180,51 @@ def test_glass_blur_wavefronts_equal_the_reference_sequential_loop():
     assert torch.equal(out, gaussian_filter(y, sigma))
 
 
-def test_fft_motion_blur_equals_shifting_and_adding():
+@pytest.mark.parametrize("size", [20, 72])  # a batch-wide gather per tap; image by image
+def test_motion_blur_equals_shifting_and_adding(size):
     from cladapt.data.corruptions import magick_motion_blur
 
-    x = _images(3, 20)
+    x = _images(3, size)
     angles = torch.tensor([-40.0, 10.0, 135.0])
     out = magick_motion_blur(x, 4, 2.0, angles)
     width = 2 * 4 + 1
     w = torch.exp(-(torch.arange(width).float() ** 2) / (2 * 2.0**2))
     w = w / w.sum()
     expected = torch.zeros_like(x)
-    rows, cols = torch.arange(20), torch.arange(20)
+    rows, cols = torch.arange(size), torch.arange(size)
     for i, angle in enumerate(angles.tolist()):
         t = math.radians(angle)
         for k in range(width):
             dx, dy = math.ceil(k * math.cos(t) - 0.5), math.ceil(k * math.sin(t) - 0.5)
-            ys, xs = (rows + dy).clamp(0, 19), (cols + dx).clamp(0, 19)  # edges replicated
+            ys, xs = (rows + dy).clamp(0, size - 1), (cols + dx).clamp(0, size - 1)  # replicated
             expected[i] += w[k] * x[i][:, ys][:, :, xs]
     assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_motion_blur_gives_the_same_images_on_both_paths(monkeypatch):
+    """The CPU's image-by-image path and the batch-wide gather (every GPU batch) add the same
+    taps in the same order: the same bits."""
+    from cladapt.data import corruptions
+
+    x, angles = _images(4, 48), torch.tensor([-45.0, -3.0, 20.0, 44.0])
+    by_image = corruptions.magick_motion_blur(x, 15, 5.0, angles)
+    monkeypatch.setattr(corruptions, "_SLICE_MIN_VALUES", 10**9)
+    assert torch.equal(corruptions.magick_motion_blur(x, 15, 5.0, angles), by_image)
+
+
+@pytest.mark.parametrize(("mode", "scipy_mode"), [("replicate", "nearest"), ("reflect", "reflect")])
+@pytest.mark.parametrize("sigma", [0.7, 3.0, 40.0])  # 40: the kernel is longer than the image
+def test_gaussian_filter_equals_scipys(mode, scipy_mode, sigma):
+    from scipy import ndimage
+
+    from cladapt.data.corruptions import gaussian_filter
+
+    x = _images(2, 30)[..., :22]  # not square: each axis has its own matrix
+    out = gaussian_filter(x, sigma, truncate=3.0, mode=mode)
+    ref = ndimage.gaussian_filter(
+        x.double().numpy(), sigma=(0, 0, sigma, sigma), truncate=3.0, mode=scipy_mode
+    )
+    assert torch.allclose(out.double(), torch.from_numpy(ref), atol=1e-6)
 
 
 def test_fft_filter_equals_direct_convolution():

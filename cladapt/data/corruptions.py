@@ -19,8 +19,11 @@ Where an op is not the reference's code path, its docstring says how it is equiv
   executed in parallel wavefronts that provably give the same result as the sequential loop for
   the same random draws.
 - ``motion_blur`` / ``snow``: ImageMagick's ``MotionBlurImage`` (a one-sided Gaussian line
-  kernel of width 2*ceil(radius)+1, offsets rounded, edges replicated) as one FFT convolution per
-  image with its own line kernel.
+  kernel of width 2*ceil(radius)+1, offsets rounded, edges replicated) as the reference
+  computes it: one shifted, weighted copy per tap, each image with its own angle.
+- Gaussian blurs (``gaussian_filter``: glass_blur, elastic_transform's displacement field): one
+  matrix product per axis with the filter's matrix, edge padding folded in, equal to scipy's
+  ``gaussian_filter`` to float precision for any kernel length.
 - ``defocus_blur``: cv2's ``filter2D`` with the reference's anti-aliased disk (reflect-101
   borders), by FFT for large kernels like cv2 does.
 - ``frost``: the reference blends crops of six frost photographs shipped with its repository,
@@ -194,16 +197,40 @@ def gaussian_filter(
     x: torch.Tensor, sigma: float, truncate: float = 4.0, mode: str = "replicate"
 ) -> torch.Tensor:
     """Separable Gaussian blur of (N, C, H, W), like ``skimage.filters.gaussian``
-    (``mode`` "replicate" = skimage's default "nearest"; "reflect" = half-sample symmetric)."""
-    k = _gaussian_kernel1d(sigma, truncate, x).to(x.dtype)
-    r = (len(k) - 1) // 2
-    if r == 0:
+    (``mode`` "replicate" = skimage's default "nearest"; "reflect" = half-sample symmetric).
+
+    Each axis is one matrix product with the filter's (n, n) matrix, the padding folded in: as
+    fast for ImageNet-C's severity-1 elastic field (sigma 0.76 x the image, a 1 025-tap kernel
+    at 224 px) as for a 15-tap one, where a depthwise convolution takes seconds per batch."""
+    if max(int(truncate * sigma + 0.5), 0) == 0:
         return x
-    c = x.shape[1]
-    # scipy's "reflect" repeats the edge pixel: (d c b a | a b c d)
-    padded = _symmetric_pad(x, r) if mode == "reflect" else F.pad(x, (r, r, r, r), mode=mode)
-    x = F.conv2d(padded, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    h, w = x.shape[-2:]
+    rows = _blur_matrix(h, sigma, truncate, mode, x.device, x.dtype)
+    cols = rows if w == h else _blur_matrix(w, sigma, truncate, mode, x.device, x.dtype)
+    return torch.matmul(rows, torch.matmul(x, cols.T))
+
+
+@functools.lru_cache(maxsize=32)
+def _blur_matrix(
+    n: int, sigma: float, truncate: float, mode: str, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """The 1-D Gaussian filter of length-``n`` signals as an (n, n) matrix: row i holds the
+    weights of the input pixels that output i sums once the edge padding is resolved (a tap
+    that falls past the edge adds to the pixel the padding repeats there)."""
+    k = _gaussian_kernel1d(sigma, truncate, torch.empty(0)).double()
+    r = (len(k) - 1) // 2
+    out = torch.arange(n)[:, None].expand(n, len(k))
+    src = out + torch.arange(-r, r + 1)[None]
+    if mode == "reflect":  # scipy's "reflect" repeats the edge pixel: (d c b a | a b c d)
+        src = src % (2 * n)
+        src = torch.where(src >= n, 2 * n - 1 - src, src)
+    elif mode == "replicate":
+        src = src.clamp(0, n - 1)
+    else:
+        raise ValueError(f"gaussian_filter: unknown mode {mode!r} (reflect or replicate)")
+    m = torch.zeros(n, n, dtype=torch.float64)
+    m.index_put_((out.reshape(-1), src.reshape(-1)), k.expand(n, -1).reshape(-1), accumulate=True)
+    return m.to(device=device, dtype=dtype)
 
 
 def _symmetric_pad(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -385,30 +412,55 @@ def glass_blur(x, c, g):
     return gaussian_filter(x, sigma)
 
 
-def _line_kernels(radius: float, sigma: float, angle_deg: torch.Tensor) -> tuple:
-    """Per image, ImageMagick's motion-blur kernel as a (N, K, K) correlation kernel and its
-    half size: one-sided Gaussian weights at offsets ceil(k * (cos, sin) - 0.5)."""
+@functools.lru_cache(maxsize=64)
+def _line_weights(width: int, sigma: float) -> tuple[float, ...]:
+    """The one-sided Gaussian weights of a ``width``-tap motion-blur line, as numbers."""
+    weights = [math.exp(-(i**2) / (2 * sigma**2)) for i in range(width)]
+    return tuple(v / sum(weights) for v in weights)
+
+
+def _line_taps(radius: float, sigma: float, angle_deg: torch.Tensor) -> tuple:
+    """ImageMagick's motion-blur kernel per image: one-sided Gaussian weights (K numbers) at
+    the offsets ceil(k * (cos, sin) - 0.5), as (N, K) integer dx and dy."""
     width = int(2 * math.ceil(radius) + 1)
     i = torch.arange(width, dtype=torch.float32, device=angle_deg.device)
-    weights = torch.exp(-(i**2) / (2 * sigma**2))
-    weights = weights / weights.sum()
     theta = torch.deg2rad(angle_deg.float())
-    dx = torch.ceil(i[None] * torch.cos(theta)[:, None] - 0.5).long()  # (N, width)
+    dx = torch.ceil(i[None] * torch.cos(theta)[:, None] - 0.5).long()
     dy = torch.ceil(i[None] * torch.sin(theta)[:, None] - 0.5).long()
-    pad = width - 1
-    size = 2 * pad + 1
-    kernels = torch.zeros(len(theta), size * size, device=angle_deg.device)
-    kernels.scatter_add_(1, (dy + pad) * size + (dx + pad), weights.expand_as(dx).contiguous())
-    return kernels.view(-1, size, size), pad
+    return _line_weights(width, float(sigma)), dx, dy
+
+
+# above this many values per image, a CPU shifts and adds image by image (a view per tap);
+# below, one gather per tap over the whole batch costs less than the per-image calls
+_SLICE_MIN_VALUES = 4096
 
 
 def magick_motion_blur(
     x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.Tensor
 ) -> torch.Tensor:
     """ImageMagick ``MotionBlurImage`` with one angle per image: out[y, x] = sum_k w_k *
-    in[y + dy_k, x + dx_k], edges replicated, as one FFT convolution per image."""
-    kernels, pad = _line_kernels(radius, sigma, angle_deg)
-    return _fft_conv(x, kernels.to(x.dtype), pad, "replicate")
+    in[y + dy_k, x + dx_k], edges replicated. The kernel is a line of K taps, so the sum is
+    K shifted adds (K = 41 at ImageNet-C's severity 5), not a dense K x K convolution."""
+    taps, dx, dy = _line_taps(radius, sigma, angle_deg)
+    n, c, h, w = x.shape
+    pad = len(taps) - 1
+    padded = F.pad(x, (pad,) * 4, mode="replicate")
+    out = torch.zeros_like(x)
+    if x.device.type == "cpu" and c * h * w > _SLICE_MIN_VALUES:
+        for i, (xs, ys) in enumerate(zip((dx + pad).tolist(), (dy + pad).tolist(), strict=True)):
+            for wt, a, b in zip(taps, ys, xs, strict=True):
+                out[i].add_(padded[i, :, a : a + h, b : b + w], alpha=wt)
+        return out
+    wp = w + 2 * pad
+    flat = padded.reshape(n, c, -1)
+    rows = torch.arange(h, device=x.device)[:, None] + pad
+    base = (rows * wp + torch.arange(w, device=x.device)[None] + pad).reshape(1, 1, -1)
+    shift = dy * wp + dx  # (N, K): the flat offset of each tap in each image
+    out = out.view(n, c, -1)
+    for t, wt in enumerate(taps):
+        index = (base + shift[:, t, None, None]).expand(n, c, -1)
+        out.add_(torch.gather(flat, 2, index), alpha=wt)
+    return out.view(n, c, h, w)
 
 
 def motion_blur(x, c, g):
