@@ -239,6 +239,26 @@ def test_fft_filter_equals_direct_convolution():
     assert torch.allclose(_filter2d(x, kernel, "reflect"), direct, atol=1e-5)
 
 
+BLURS = ("glass_blur", "motion_blur", "snow", "elastic_transform")
+
+
+@pytest.mark.parametrize("size", [32, 72])  # the batch-wide and the image-by-image paths
+def test_blurs_give_the_same_bits_on_one_and_two_threads(size):
+    """The matrix-product Gaussian blur and the shifted-copy motion blur are summed in an order
+    that does not depend on the thread count: a stream made on a laptop is the CI's."""
+    x = _images(3, size)
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            outs.append([corrupt(x, c, s, 7) for c in BLURS for s in (1, 5)])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*outs, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_corruptions_never_move_data_to_the_host(monkeypatch):
     """A CUDA batch must stay on the GPU: nothing in an op may call .cpu(), .numpy(), .item(),
     .tolist() or convert a tensor to a Python number (each would be a device round trip). The
